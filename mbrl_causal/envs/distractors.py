@@ -26,6 +26,7 @@ __all__ = [
     "BackgroundNoise",
     "DistractorBank",
     "DistractorObjects",
+    "InterventionalPongDistractorsEnv",
     "NoiseDims",
     "make_distractor_pong",
 ]
@@ -393,22 +394,86 @@ class NoiseDims(gym.ObservationWrapper):
         return np.concatenate([obs, self._walk]).astype(dtype, copy=False)
 
 
+class InterventionalPongDistractorsEnv(gym.Env):
+    """Interventional Pong with distractor objects and background noise, as one env.
+
+    The entry point of ``InterventionalPongDistractors-v0``: it composes
+    ``BackgroundNoise(DistractorObjects(InterventionalPongEnv(...)))`` inside a plain
+    ``gym.Env`` so that ``env.unwrapped`` is the whole distracted game (Gymnasium's checker
+    and ``get_wrapper_attr`` then see one env). Attributes of the composed chain
+    (``graph_nodes``, ``get_state``, ``set_state``, ``set_regime``, ``regimes``, ...) are
+    forwarded.
+
+    Args:
+        n_distractors: Distractor objects (:class:`DistractorObjects`), >= 1.
+        background: :class:`BackgroundNoise` level, or None for none.
+        dynamic_background: Moving background (True) or one per episode (False).
+        **kwargs: Passed to :class:`InterventionalPongEnv`.
+    """
+
+    def __init__(
+        self,
+        n_distractors: int = 2,
+        background: str | None = "medium",
+        dynamic_background: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        self.base = InterventionalPongEnv(**kwargs)
+        chain: gym.Env = DistractorObjects(self.base, n_distractors)
+        if background is not None:
+            chain = BackgroundNoise(chain, background, dynamic_background)
+        self.chain = chain
+        self.metadata = self.base.metadata
+        self.render_mode = self.base.render_mode
+        self.observation_space = chain.observation_space
+        self.action_space = chain.action_space
+
+    # The random generator is the base game's (Gymnasium's checker reads ``_np_random``).
+    @property  # type: ignore[override]
+    def _np_random(self) -> np.random.Generator | None:  # type: ignore[override]
+        return self.base._np_random
+
+    @_np_random.setter
+    def _np_random(self, value: np.random.Generator | None) -> None:
+        self.base._np_random = value
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
+        return self.chain.reset(seed=seed, options=options)
+
+    def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict[str, Any]]:
+        return self.chain.step(action)
+
+    def render(self) -> Any:  # type: ignore[override]
+        return self.chain.render()
+
+    def get_state(self) -> dict[str, Any]:
+        """Snapshot of the game, the distractors and the background (bit-exact replay)."""
+        return self.chain.get_wrapper_attr("get_state")()
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore a snapshot from :meth:`get_state` (or a modified copy: a do-intervention)."""
+        self.chain.get_wrapper_attr("set_state")(state)
+
+    @property
+    def graph_nodes(self) -> tuple[str, ...]:
+        """Objects in observation order (distractors included), then action and regime."""
+        return tuple(self.chain.get_wrapper_attr("graph_nodes"))
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or name in ("base", "chain"):
+            raise AttributeError(name)
+        return self.chain.get_wrapper_attr(name)
+
+
 def make_distractor_pong(
     n_distractors: int = 2,
     background: str | None = "medium",
     dynamic_background: bool = True,
     **kwargs: Any,
 ) -> gym.Env:
-    """Entry point of ``InterventionalPongDistractors-v0``.
-
-    Args:
-        n_distractors: Distractor objects (:class:`DistractorObjects`).
-        background: :class:`BackgroundNoise` level, or None for none.
-        dynamic_background: Moving background (True) or one per episode (False).
-        **kwargs: Passed to :class:`InterventionalPongEnv`.
-    """
-    env: gym.Env = InterventionalPongEnv(**kwargs)
-    env = DistractorObjects(env, n_distractors)
-    if background is not None:
-        env = BackgroundNoise(env, background, dynamic_background)
-    return env
+    """Entry point of ``InterventionalPongDistractors-v0`` (see the class for arguments)."""
+    return InterventionalPongDistractorsEnv(
+        n_distractors, background, dynamic_background, **kwargs
+    )

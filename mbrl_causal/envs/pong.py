@@ -135,6 +135,7 @@ class InterventionalPongEnv(gym.Env):
         self._base_graph[np.arange(len(OBJECT_NAMES)), np.arange(len(OBJECT_NAMES))] = True
         self._base_graph[GRAPH_NODES.index("action"), AGENT] = True
         self._rows: tuple[tuple[float, ...], ...] = ()
+        self._rows_array = np.zeros((0, P.ROW))  # the same block as an array, for snapshots
         self._row_i = 0
         self._regime: int | None = None
         self._prev_regime: int | None = None
@@ -170,7 +171,10 @@ class InterventionalPongEnv(gym.Env):
     # ------------------------------------------------------------------ random stream
     def _next_row(self) -> tuple[float, ...]:
         if self._row_i >= len(self._rows):
-            self._rows = tuple(map(tuple, draw_rows(self.np_random).tolist()))
+            block = draw_rows(self.np_random)
+            block.flags.writeable = False
+            self._rows_array = block
+            self._rows = tuple(map(tuple, block.tolist()))
             self._row_i = 0
         row = self._rows[self._row_i]
         self._row_i += 1
@@ -185,10 +189,12 @@ class InterventionalPongEnv(gym.Env):
         ``options={"regime": id_or_name}`` sets the regime of this episode (a
         do-intervention; the schedule resumes at its next switch point). Seeding reseeds
         the random stream only; the schedule's episode and step counters go on.
+        ``info["regime_switched"]`` is always False here: a switch made at a reset is
+        reported on the episode's first step, the first transition the new regime acts on.
         """
         super().reset(seed=seed)
         if seed is not None:
-            self._rows, self._row_i = (), 0
+            self._rows, self._rows_array, self._row_i = (), np.zeros((0, P.ROW)), 0
         forced = None
         if options:
             unknown = set(options) - {"regime"}
@@ -201,7 +207,6 @@ class InterventionalPongEnv(gym.Env):
         new = forced if forced is not None else self.schedule.at_reset(
             self._episode, self._regime, row[P.U_REGIME]
         )
-        switched = new is not None and new != self._regime and self._regime is not None
         if new is not None:
             self._regime = new
         self._oy = self._ay = P.FIELD / 2.0
@@ -210,7 +215,8 @@ class InterventionalPongEnv(gym.Env):
         self._points = [0, 0]
         self._episode_steps = 0
         self._frame = None
-        info = {"regime": self._regime, "regime_switched": switched}
+        # A switch is reported on the first step the new regime acts on, not here.
+        info = {"regime": self._regime, "regime_switched": False}
         return self._observation(), info
 
     def _action_dir(self, action: Any) -> float:
@@ -379,7 +385,7 @@ class InterventionalPongEnv(gym.Env):
             "regime": self._regime,
             "rng": {
                 "bit_generator": copy.deepcopy(self.np_random.bit_generator.state),
-                "rows": self._rows,
+                "rows": self._rows_array,
                 "row_index": self._row_i,
             },
             "counters": {
@@ -414,7 +420,11 @@ class InterventionalPongEnv(gym.Env):
                     f"points must be integers in [0, {self.points_to_win}], got {points}"
                 )
         self.np_random.bit_generator.state = copy.deepcopy(rng["bit_generator"])
-        self._rows, self._row_i = tuple(map(tuple, rows)), int(row_i)
+        if rows is not self._rows_array:
+            block = np.array(rows, dtype=np.float64).reshape(-1, P.ROW)
+            block.flags.writeable = False
+            self._rows_array, self._rows = block, tuple(map(tuple, block.tolist()))
+        self._row_i = int(row_i)
         self._oy, self._ovy, self._ay, self._avy = floats[:4]
         self._ball = tuple(floats[4:])
         self._points = [int(p) for p in points]

@@ -181,13 +181,12 @@ class InterventionalPongVectorEnv(VectorEnv):
                 self._b_rngs[i] = wrapper_rng(seeds[i], _BACKGROUND_KEY)
         forced = None if options.get("regime") is None else regime_id(options["regime"])
         rows = self._draw(mask)
-        switched = self._reset_envs(mask, rows, forced)
+        self._reset_envs(mask, rows, forced)
         self._needs_reset = self._needs_reset & ~mask
-        info = self._info(switched, None, mask)
+        info = self._info(np.zeros(n, bool), None, mask)
         return self._observation(), info
 
-    def _reset_envs(self, mask: np.ndarray, rows: np.ndarray, forced: int | None) -> np.ndarray:
-        switched = np.zeros(self.num_envs, bool)
+    def _reset_envs(self, mask: np.ndarray, rows: np.ndarray, forced: int | None) -> None:
         for i in np.flatnonzero(mask):
             self._episode[i] += 1
             current = None if self.regime[i] < 0 else int(self.regime[i])
@@ -195,7 +194,6 @@ class InterventionalPongVectorEnv(VectorEnv):
                 int(self._episode[i]), current, float(rows[i, P.U_REGIME])
             )
             if new is not None:
-                switched[i] = current is not None and new != current
                 self.regime[i] = new
             if self.distractors is not None:
                 self.distractors.reset(i, self._d_rngs[i])
@@ -208,7 +206,6 @@ class InterventionalPongVectorEnv(VectorEnv):
         self._ovy[m] = self._avy[m] = 0.0
         self._points[m] = 0
         self._episode_steps[m] = 0
-        return switched
 
     # ------------------------------------------------------------------ step
     def _directions(self, actions: Any) -> np.ndarray:
@@ -313,7 +310,7 @@ class InterventionalPongVectorEnv(VectorEnv):
         reward = np.where(s, reward, 0.0)
 
         if resetting.any():
-            switched |= self._reset_envs(resetting, rows, None)
+            self._reset_envs(resetting, rows, None)
         self._needs_reset = terminated | truncated
         info = self._info(switched, graph, s)
         return self._observation(), reward, terminated, truncated, info

@@ -1,0 +1,185 @@
+"""The ``mbrl-causal`` command line.
+
+Every command validates its input at the boundary: an unknown env id, a bad ``--set``
+value or an unusable path prints one line ``mbrl-causal: error: ...`` naming what is
+allowed and exits with code 2 (no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+__all__ = ["main"]
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """Bad user input: reported in one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="mbrl-causal",
+        description="Model-based RL with causal world models: environments, benchmarks, "
+        "(later) world models and agents.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("envs", help="list every registered env id with its regime and obs modes")
+    p.add_argument("--json", action="store_true", help="print the list as JSON")
+
+    p = sub.add_parser(
+        "play", help="run episodes with a scripted policy; print returns and regime switches"
+    )
+    p.add_argument("--env", required=True, help="a registered id or a preset YAML file (envs/)")
+    p.add_argument("--episodes", type=_positive_int, default=3, help="episodes to run (3)")
+    p.add_argument("--policy", choices=("random", "tracking"), default="random",
+                   help="random actions or move towards the ball (default random)")  # fmt: skip
+    p.add_argument("--video", metavar="DIR", help="write one video per episode into DIR")
+    p.add_argument("--video-format", choices=("mp4", "gif"), default="mp4",
+                   help="video container (default mp4)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="seed of the first reset (0)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override an env config field, e.g. --set obs_mode=pixels")  # fmt: skip
+    p.add_argument("--json", metavar="FILE", help="also write the per-episode results as JSON")
+
+    p = sub.add_parser("bench", help="speed benchmarks that write JSON")
+    bench = p.add_subparsers(dest="bench", metavar="WHAT", parser_class=_Parser)
+    bench.required = True
+    b = bench.add_parser("envs", help="env steps/s: objects, pixels, vector (N=64), ALE Pong")
+    b.add_argument("--json", metavar="FILE", help="write the results to FILE")
+    b.add_argument("--steps", type=_positive_int, default=50_000, help="steps per single-env run")
+    b.add_argument("--vector-steps", type=_positive_int, default=2_000,
+                   help="vector-env steps per run (each steps 64 envs)")  # fmt: skip
+    b.add_argument("--ale-steps", type=_positive_int, default=10_000, help="ALE Pong steps per run")
+    b.add_argument("--repeats", type=_positive_int, default=3, help="timed runs (median reported)")
+    return parser
+
+
+def _write_atomic(path: Path, write: Any, suffix: str) -> None:
+    """Write through a temporary file in the same folder, then rename (never half-written)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual file mode
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _output_file(path: str) -> Path:
+    p = Path(path)
+    if p.exists() and p.is_dir():
+        raise UsageError(f"--json {path!r} is a directory; give a file path")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create the folder of {path!r}: {e.strerror}") from None
+    if not os.access(p.parent, os.W_OK):
+        raise UsageError(f"cannot write to the folder of {path!r}")
+    return p
+
+
+def _write_json(path: str, data: Any) -> Path:
+    p = _output_file(path)
+    _write_atomic(p, lambda t: t.write_text(json.dumps(data, indent=2) + "\n"), ".json")
+    return p
+
+
+def _cmd_envs(args: argparse.Namespace) -> None:
+    from mbrl_causal.envs import env_catalogue
+
+    records = env_catalogue()
+    if args.json:
+        print(json.dumps(records, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="mbrl-causal environments (TimeLimit 1000 steps)")
+    for col in ("id", "regime", "obs modes", "description"):
+        table.add_column(col)
+    for r in records:
+        table.add_row(r["id"], r["regime"], ", ".join(r["obs_modes"]), r["description"])
+    Console().print(table)
+
+
+def _cmd_bench(args: argparse.Namespace) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from mbrl_causal.bench import bench_envs
+
+    console = Console(stderr=True)
+    path = _output_file(args.json) if args.json else None
+    with console.status("benchmarking") as status:
+        result = bench_envs(
+            steps=args.steps, vector_steps=args.vector_steps, ale_steps=args.ale_steps,
+            repeats=args.repeats, progress=lambda m: status.update(f"benchmarking {m}"),
+        )  # fmt: skip
+    table = Table(title="env steps per second (median of runs)")
+    table.add_column("case")
+    table.add_column("steps/s", justify="right")
+    table.add_column("x ALE Pong", justify="right")
+    for key in ("objects", "pixels", "vector", "ale_pong"):
+        rate = result[key]["steps_per_s"]
+        ratio = result["ratios"].get(f"{key}_over_ale_pong") if key != "ale_pong" else 1.0
+        table.add_row(
+            key,
+            f"{rate:,.0f}" if rate else result[key].get("skipped", "-"),
+            f"{ratio:.1f}" if ratio else "-",
+        )
+    Console().print(table)
+    if path is not None:
+        _write_json(str(path), result)
+        print(f"wrote {path}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``mbrl-causal`` console script; returns the exit code."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    from mbrl_causal import play
+
+    commands = {"envs": _cmd_envs, "play": play.cmd_play, "bench": _cmd_bench}
+    try:
+        commands[args.command](args)
+    except (UsageError, ValueError) as e:
+        print(f"mbrl-causal: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("mbrl-causal: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
