@@ -66,8 +66,9 @@ class DistractorBank:
     ends. They touch nothing and nothing touches them.
     """
 
-    def __init__(self, n_envs: int, k: int) -> None:
+    def __init__(self, n_envs: int, k: int, first_colour: int = 0) -> None:
         self.k = k
+        self.first_colour = first_colour  # index of the first distractor's colour
         self.state = np.zeros((n_envs, k, 4))
 
     def reset(self, i: int, rng: np.random.Generator) -> None:
@@ -104,7 +105,8 @@ class DistractorBank:
 
     def draw(self, img: np.ndarray) -> np.ndarray:
         """Draw onto uint8 (N, S, S, 3) frames in place; return bool (N, K, S, S) masks."""
-        return draw_discs(img, self.state[..., 0], self.state[..., 1], DISTRACTOR_RADIUS)
+        s = self.state
+        return draw_discs(img, s[..., 0], s[..., 1], DISTRACTOR_RADIUS, self.first_colour)
 
 
 class BackgroundBank:
@@ -191,7 +193,7 @@ class DistractorObjects(gym.Wrapper):
         self._obs_mode = env.get_wrapper_attr("obs_mode")
         make_space = env.get_wrapper_attr("make_observation_space")
         self.observation_space = make_space(self._n_inner + n)
-        self.bank = DistractorBank(1, n)
+        self.bank = DistractorBank(1, n, first_colour=offset)
         self._rng = wrapper_rng(None, _DISTRACTOR_KEY)
 
     def reset(

@@ -187,7 +187,8 @@ class InterventionalPongEnv(gym.Env):
         """Start an episode.
 
         ``options={"regime": id_or_name}`` sets the regime of this episode (a
-        do-intervention; the schedule resumes at its next switch point). Seeding reseeds
+        do-intervention; the schedule resumes at its next switch point, which for a fixed
+        schedule is the next reset). Seeding reseeds
         the random stream only; the schedule's episode and step counters go on.
         ``info["regime_switched"]`` is always False here: a switch made at a reset is
         reported on the episode's first step, the first transition the new regime acts on.
@@ -239,10 +240,6 @@ class InterventionalPongEnv(gym.Env):
             raise gym.error.ResetNeeded("call reset() before step()")
         d = self._action_dir(action)
         row = self._next_row()
-        if self.schedule.step_based:
-            new = self.schedule.at_step(self._total_steps, self._regime, row[P.U_REGIME])
-            if new is not None:
-                self._regime = new
         regime = self._regime
         reg = REGIMES[regime]
         ns = self.noise_scale
@@ -293,6 +290,12 @@ class InterventionalPongEnv(gym.Env):
         self._ovy, self._oy = new_oy - oy, new_oy
         self._episode_steps += 1
         self._total_steps += 1
+        if self.schedule.step_based:
+            # Switch after the step that completes a block of switch_every_steps steps, so a
+            # snapshot always holds the regime that acts in its next transition.
+            new = self.schedule.at_step(self._total_steps, regime, row[P.U_REGIME])
+            if new is not None:
+                self._regime = new
         self._frame = None
         switched = self._prev_regime is not None and regime != self._prev_regime
         self._prev_regime = regime
@@ -364,7 +367,13 @@ class InterventionalPongEnv(gym.Env):
         return self._regime
 
     def set_regime(self, regime: int | str) -> None:
-        """Do-intervention: switch the regime now (holds until the schedule's next switch)."""
+        """Do-intervention: switch the regime now.
+
+        It holds until the schedule's next switch point: the next reset for a fixed regime,
+        the next scheduled switch for ``cycle``/``random``, the next episode for a list.
+        ``info["regime_switched"]`` is True on the next step (compared with the regime of
+        the previous step).
+        """
         self._regime = regime_id(regime)
 
     def get_state(self) -> dict[str, Any]:
@@ -419,19 +428,24 @@ class InterventionalPongEnv(gym.Env):
                 raise ValueError(
                     f"points must be integers in [0, {self.points_to_win}], got {points}"
                 )
+        # validate everything before writing anything: a bad snapshot changes nothing
+        new_regime = None if regime is None else regime_id(regime)
+        try:
+            counts = [int(counters[k]) for k in ("episode", "episode_steps", "total_steps")]
+            prev = counters["previous_regime"]
+            prev = None if prev is None else regime_id(prev)
+            block = np.array(rows, dtype=np.float64).reshape(-1, P.ROW)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"not a snapshot from get_state(): bad counters or rows ({e})") from None
         self.np_random.bit_generator.state = copy.deepcopy(rng["bit_generator"])
         if rows is not self._rows_array:
-            block = np.array(rows, dtype=np.float64).reshape(-1, P.ROW)
             block.flags.writeable = False
             self._rows_array, self._rows = block, tuple(map(tuple, block.tolist()))
         self._row_i = int(row_i)
         self._oy, self._ovy, self._ay, self._avy = floats[:4]
         self._ball = tuple(floats[4:])
         self._points = [int(p) for p in points]
-        self._regime = None if regime is None else regime_id(regime)
-        self._episode = int(counters["episode"])
-        self._episode_steps = int(counters["episode_steps"])
-        self._total_steps = int(counters["total_steps"])
-        prev = counters["previous_regime"]
-        self._prev_regime = None if prev is None else int(prev)
+        self._regime = new_regime
+        self._episode, self._episode_steps, self._total_steps = counts
+        self._prev_regime = prev
         self._frame = None

@@ -102,7 +102,7 @@ def regime_id(value: int | str) -> int:
         ValueError: if the value names no regime (the message lists the allowed ones).
     """
     if isinstance(value, bool):
-        raise TypeError(f"regime must be an int or a name, got {value!r}")
+        raise ValueError(f"regime must be an int or a name, got {value!r}")
     if isinstance(value, int) or (hasattr(value, "__index__") and not isinstance(value, str)):
         idx = int(value)
         if 0 <= idx < len(REGIMES):
@@ -124,7 +124,7 @@ class RegimeSchedule:
     """Decides the active regime (spec section 4, "Switching").
 
     Args:
-        schedule: An int or name (fixed regime), ``"cycle"`` or ``"random"`` (over the simple
+        schedule: An int or name (fixed regime, restored at every reset), ``"cycle"`` or ``"random"`` (over the simple
             regimes), or a sequence of ``(episode, regime)`` pairs (the regime of the last
             pair whose episode is <= the current episode; neutral before the first pair).
         switch_every: For ``"cycle"``/``"random"``: switch every this many episodes.
@@ -159,9 +159,13 @@ class RegimeSchedule:
         self.fixed: int | None = None
         if isinstance(schedule, str) and schedule in ("cycle", "random"):
             self.kind = schedule
-        elif isinstance(schedule, (int, str)):
+        elif isinstance(schedule, (int, str)) and not isinstance(schedule, bool):
             self.kind = "fixed"
-            self.fixed = regime_id(schedule)
+            try:
+                self.fixed = regime_id(schedule)
+            except ValueError as e:
+                raise ValueError(f"{e}; or a schedule: 'cycle', 'random' or a list of "
+                                 "(episode, regime) pairs") from None
         elif isinstance(schedule, Sequence):
             self.kind = "list"
             pairs = []
@@ -208,7 +212,7 @@ class RegimeSchedule:
             u: A uniform number in [0, 1) from the env's draws.
         """
         if self.kind == "fixed":
-            return self.fixed if current is None else None
+            return self.fixed  # a do-intervention on a fixed env lasts until the next reset
         if self.kind == "list":
             reg = 0
             for ep, r in self.pairs:
@@ -222,7 +226,10 @@ class RegimeSchedule:
         return None
 
     def at_step(self, total_steps: int, current: int, u: float) -> int | None:
-        """Regime switch before the step with this global index, or None for no switch."""
+        """Regime after ``total_steps`` steps in all (called after each step), or None.
+
+        Steps ``[0, K)`` run under the first regime, ``[K, 2K)`` under the second, ...
+        """
         if not self.step_based or total_steps == 0:
             return None
         assert self.switch_every_steps is not None

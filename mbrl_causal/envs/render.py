@@ -141,9 +141,11 @@ def render_pong(
 
 
 def draw_discs(
-    img: np.ndarray, x: np.ndarray, y: np.ndarray, radius: float
+    img: np.ndarray, x: np.ndarray, y: np.ndarray, radius: float, first_colour: int = 0
 ) -> np.ndarray:
     """Draw K discs per frame in the distractor colours, in place.
+
+    Disc j gets colour ``first_colour + j`` of :data:`DISTRACTOR_COLOURS` (cycled).
 
     Args:
         img: uint8 (N, S, S, 3) frames, modified in place.
@@ -157,5 +159,5 @@ def draw_discs(
     n, k = x.shape
     masks = disc_masks(g, x.reshape(-1), y.reshape(-1), radius).reshape(n, k, g.size, g.size)
     for j in range(k):
-        img[masks[:, j]] = DISTRACTOR_COLOURS[j % len(DISTRACTOR_COLOURS)]
+        img[masks[:, j]] = DISTRACTOR_COLOURS[(first_colour + j) % len(DISTRACTOR_COLOURS)]
     return masks

@@ -183,7 +183,7 @@ class InterventionalPongVectorEnv(VectorEnv):
         rows = self._draw(mask)
         self._reset_envs(mask, rows, forced)
         self._needs_reset = self._needs_reset & ~mask
-        info = self._info(np.zeros(n, bool), None, mask)
+        info = self._info(np.zeros(n, bool), None, mask, self.regime)
         return self._observation(), info
 
     def _reset_envs(self, mask: np.ndarray, rows: np.ndarray, forced: int | None) -> None:
@@ -229,13 +229,6 @@ class InterventionalPongVectorEnv(VectorEnv):
         resetting = self._needs_reset.copy()
         stepping = ~resetting
         rows = self._draw(np.ones(n, bool))
-        if self.schedule.step_based:
-            for i in np.flatnonzero(stepping):
-                new = self.schedule.at_step(
-                    int(self._total_steps[i]), int(self.regime[i]), float(rows[i, P.U_REGIME])
-                )
-                if new is not None:
-                    self.regime[i] = new
         reg = np.maximum(self.regime, 0)
         ns = self.template.noise_scale
         n_obj = self.n_objects
@@ -301,8 +294,16 @@ class InterventionalPongVectorEnv(VectorEnv):
         if self.background is not None:
             for i in np.flatnonzero(s):
                 self.background.step(i, self._b_rngs[i])
-        switched = s & (self._prev >= 0) & (self.regime != self._prev)
-        self._prev = np.where(s, self.regime, self._prev)
+        acted = self.regime.copy()
+        switched = s & (self._prev >= 0) & (acted != self._prev)
+        self._prev = np.where(s, acted, self._prev)
+        if self.schedule.step_based:  # after the step, as the single env does
+            for i in np.flatnonzero(s):
+                new = self.schedule.at_step(
+                    int(self._total_steps[i]), int(self.regime[i]), float(rows[i, P.U_REGIME])
+                )
+                if new is not None:
+                    self.regime[i] = new
         terminated = s & (self._points.max(axis=1) >= ptw)
         truncated = np.zeros(n, bool)
         if self.max_episode_steps is not None:
@@ -312,14 +313,18 @@ class InterventionalPongVectorEnv(VectorEnv):
         if resetting.any():
             self._reset_envs(resetting, rows, None)
         self._needs_reset = terminated | truncated
-        info = self._info(switched, graph, s)
+        # info reports the regime that acted in the transition (or the new episode's)
+        info = self._info(switched, graph, s, np.where(s, acted, self.regime))
         return self._observation(), reward, terminated, truncated, info
 
-    def _info(self, switched: np.ndarray, graph: np.ndarray | None, stepped: np.ndarray) -> dict:
+    def _info(
+        self, switched: np.ndarray, graph: np.ndarray | None, stepped: np.ndarray,
+        regime: np.ndarray,
+    ) -> dict[str, Any]:  # fmt: skip
         n = self.num_envs
         every = np.ones(n, bool)
         info: dict[str, Any] = {
-            "regime": self.regime.astype(np.int64),
+            "regime": regime.astype(np.int64),
             "_regime": every,
             "regime_switched": switched,
             "_regime_switched": every,
