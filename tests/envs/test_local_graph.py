@@ -41,7 +41,11 @@ def test_graph_matches_counterfactuals(env_id: str, kwargs: dict) -> None:
     rng = np.random.default_rng(7)
     events = {"point": 0, "agent_hit": 0, "opponent_hit": 0}
     for t in range(300):
-        action = policy(obs) if rng.random() < 0.4 else env.action_space.sample()
+        # alternate tracking play (returns) with a still paddle (misses, so points happen)
+        if (t // 50) % 2 == 0:
+            action = policy(obs) if rng.random() < 0.7 else env.action_space.sample()
+        else:
+            action = 0 if kwargs.get("action_type") != "continuous" else np.zeros(1, np.float32)
         state = env.get_wrapper_attr("get_state")()
         revealed = counterfactual_edges(env, state, action)
         env.get_wrapper_attr("set_state")(state)
