@@ -81,11 +81,14 @@ HIT_HALF_H = PADDLE_HALF_H + BALL_RADIUS
 # point that a +-GRAPH_EPS change of the parent would flip) are marked within this margin.
 GRAPH_EPS = 1e-3
 
-# Indices into one row of the per-step random draws (drawn up front, spec 1).
+# Indices into one row of the per-step random draws (drawn up front, spec 1): three
+# normals, four uniforms, then cos/sin of the ball's noise angle and of the reset angle,
+# precomputed per block (the trigonometry is the costly part of a batched step).
 N_OPPONENT, N_AGENT, N_BALL, U_WALK, U_ANGLE, U_SIDE, U_REGIME = range(7)
+C_NOISE, S_NOISE, C_RESET, S_RESET = range(7, 11)
 N_NORMAL = 3
 N_UNIFORM = 4
-ROW = N_NORMAL + N_UNIFORM
+ROW = 11
 
 # Ball outcome events.
 EVENT_NONE, EVENT_AGENT_POINT, EVENT_OPPONENT_POINT = 0, 1, -1
@@ -113,6 +116,19 @@ def cos_sin(a: Any) -> tuple[Any, Any]:
 CURVE_COS, CURVE_SIN = cos_sin(CURVE)
 
 
+def draw_rows(rng: np.random.Generator, noise_scale: float, n: int) -> np.ndarray:
+    """``n`` rows of per-step draws with their derived cos/sin columns, float64 (n, ROW)."""
+    normals = rng.standard_normal((n, N_NORMAL))
+    uniforms = rng.random((n, N_UNIFORM))
+    angle = np.minimum(
+        np.maximum(BALL_NOISE * noise_scale * normals[:, N_BALL], -BALL_NOISE_CLIP),
+        BALL_NOISE_CLIP,
+    )
+    cn, sn = cos_sin(angle)
+    cr, sr = cos_sin((2.0 * uniforms[:, U_ANGLE - N_NORMAL] - 1.0) * RESET_ANGLE)
+    return np.concatenate([normals, uniforms, np.stack([cn, sn, cr, sr], 1)], axis=1)
+
+
 # ------------------------------------------------------------------ scalar (single env)
 def _clamp_direction(vx: float, vy: float) -> tuple[float, float]:
     if abs(vy) > TAN_MAX * abs(vx):
@@ -132,7 +148,8 @@ def ball_step(
     gravity: bool,
     curve: bool,
     friction: bool,
-    noise_angle: float,
+    c: float,
+    s: float,
 ) -> tuple[float, float, float, float, int, int, int, bool]:
     """One ball step (Python floats), before any reset after a point.
 
@@ -141,8 +158,8 @@ def ball_step(
         ``event`` is ``EVENT_*``, a contact is 2 for a hit, 1 for a near miss that a
         +-GRAPH_EPS move of the paddle would turn into a hit, else 0, and ``near_score``
         says a +-GRAPH_EPS move of the ball would score a point that was not scored.
+        ``c, s`` are the cosine and sine of the direction-noise angle.
     """
-    c, s = cos_sin(noise_angle)
     vx, vy = c * vx - s * vy, s * vx + c * vy
     vx, vy = _clamp_direction(vx, vy)
     if gravity:
@@ -204,9 +221,8 @@ def ball_step(
     return x, y, vx, vy, event, agent_contact, opponent_contact, near
 
 
-def reset_ball(u_angle: float, u_side: float) -> tuple[float, float, float, float]:
-    """Ball at the centre, base speed, angle within +-45 deg, random side."""
-    c, s = cos_sin((2.0 * u_angle - 1.0) * RESET_ANGLE)
+def reset_ball(c: float, s: float, u_side: float) -> tuple[float, float, float, float]:
+    """Ball at the centre, base speed, angle within +-45 deg (cos c, sin s), random side."""
     side = 1.0 if u_side < 0.5 else -1.0
     return FIELD / 2.0, FIELD / 2.0, side * BASE_SPEED * c, BASE_SPEED * s
 
@@ -227,11 +243,6 @@ def opponent_move(mode: str, ball_y: float, opponent_y: float, u_walk: float) ->
 
 
 # ------------------------------------------------------------------ batched (vector env)
-def cos_sin_batch(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`cos_sin` for arrays (the same operations in the same order)."""
-    return cos_sin(a)
-
-
 def _clamp_direction_batch(vx: np.ndarray, vy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     steep = np.abs(vy) > TAN_MAX * np.abs(vx)
     s = np.sqrt(vx * vx + vy * vy)
@@ -250,10 +261,10 @@ def ball_step_batch(
     gravity: np.ndarray,
     curve: np.ndarray,
     friction: np.ndarray,
-    noise_angle: np.ndarray,
+    c: np.ndarray,
+    s: np.ndarray,
 ) -> tuple[np.ndarray, ...]:
     """:func:`ball_step` for arrays of shape (N,); regime flags are bool arrays."""
-    c, s = cos_sin(noise_angle)
     vx, vy = c * vx - s * vy, s * vx + c * vy
     vx, vy = _clamp_direction_batch(vx, vy)
     vy = np.where(gravity, vy + GRAVITY, vy)
@@ -265,11 +276,10 @@ def ball_step_batch(
     vx = np.where(band, vx * FRICTION, vx)
     vy = np.where(band, vy * FRICTION, vy)
     vx, vy = _clamp_direction_batch(vx, vy)
-    speed = np.sqrt(vx * vx + vy * vy)
-    with np.errstate(divide="ignore"):
-        fast = speed > MAX_SPEED
-        slow = speed < MIN_SPEED
-        f = np.where(fast, MAX_SPEED / speed, np.where(slow, MIN_SPEED / speed, 1.0))
+    speed = np.sqrt(vx * vx + vy * vy)  # > 0: the clamp keeps |vx| >= speed / 2
+    fast = speed > MAX_SPEED
+    slow = speed < MIN_SPEED
+    f = np.where(fast, MAX_SPEED / speed, np.where(slow, MIN_SPEED / speed, 1.0))
     scaled = fast | slow
     vx = np.where(scaled, vx * f, vx)
     vy = np.where(scaled, vy * f, vy)
@@ -288,13 +298,24 @@ def ball_step_batch(
     hit_o = in_opp & (np.abs(dyo) <= HIT_HALF_H)
     near_a = in_agent & ~hit_a & (np.abs(dya) <= HIT_HALF_H + GRAPH_EPS)
     near_o = in_opp & ~hit_o & (np.abs(dyo) <= HIT_HALF_H + GRAPH_EPS)
-    dy = np.where(hit_a, dya, dyo)
-    off = np.minimum(np.maximum(dy / PADDLE_HALF_H, -1.0), 1.0)
-    hc, hs = cos_sin(off * MAX_ANGLE)
     hit = hit_a | hit_o
-    vx = np.where(hit_a, -(BASE_SPEED * hc), np.where(hit_o, BASE_SPEED * hc, vx))
-    vy = np.where(hit, BASE_SPEED * hs, vy)
-    x = np.where(hit_a, AGENT_ZONE[0], np.where(hit_o, OPPONENT_ZONE[1], x))
+    if hit.any():  # the outgoing angle, for the envs that hit only
+        idx = np.flatnonzero(hit)
+        dy = np.where(hit_a, dya, dyo)[idx]
+        off = np.minimum(np.maximum(dy / PADDLE_HALF_H, -1.0), 1.0)
+        if idx.size <= 16:  # few hits: scalar polynomials beat per-call array overhead
+            pairs = [cos_sin(a) for a in (off * MAX_ANGLE).tolist()]
+            hc = np.array([p[0] for p in pairs])
+            hs = np.array([p[1] for p in pairs])
+        else:
+            hc, hs = cos_sin(off * MAX_ANGLE)
+        ha = hit_a[idx]
+        vx = vx.copy()
+        vy = vy.copy()
+        x = x.copy()
+        vx[idx] = np.where(ha, -(BASE_SPEED * hc), BASE_SPEED * hc)
+        vy[idx] = BASE_SPEED * hs
+        x[idx] = np.where(ha, AGENT_ZONE[0], OPPONENT_ZONE[1])
     agent_contact = np.where(hit_a, 2, np.where(near_a, 1, 0))
     opponent_contact = np.where(hit_o, 2, np.where(near_o, 1, 0))
 
@@ -306,12 +327,11 @@ def ball_step_batch(
 
 
 def reset_ball_batch(
-    u_angle: np.ndarray, u_side: np.ndarray
+    c: np.ndarray, s: np.ndarray, u_side: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """:func:`reset_ball` for arrays."""
-    c, s = cos_sin((2.0 * u_angle - 1.0) * RESET_ANGLE)
     side = np.where(u_side < 0.5, 1.0, -1.0)
-    centre = np.full_like(u_angle, FIELD / 2.0)
+    centre = np.full_like(c, FIELD / 2.0)
     return centre, centre.copy(), side * BASE_SPEED * c, BASE_SPEED * s
 
 

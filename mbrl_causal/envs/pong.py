@@ -6,7 +6,8 @@ carries the active regime and the ground-truth local causal graph of the transit
 
 Random numbers: every reset and every step consumes exactly one row of seven draws
 (three normals: opponent, agent and ball noise; four uniforms: opponent random walk,
-reset angle, reset side, regime choice), whatever happens in that step. Rows are drawn from
+reset angle, reset side, regime choice), whatever happens in that step (the row also
+carries the cosines and sines of the two angles, computed once per block). Rows are drawn from
 ``self.np_random`` in blocks of :data:`BLOCK` so that a counterfactual step sees the same
 numbers, and the vector env reproduces the stream of each sub-env exactly.
 """
@@ -44,13 +45,6 @@ _VEL = P.MAX_SPEED
 _OPP_XF = (P.OPPONENT_X - _POS) / _POS
 _AGENT_XF = (P.AGENT_X - _POS) / _POS
 _DISCRETE_DIR = {0: 0.0, 1: -1.0, 2: 1.0}  # stay, up (towards y = 0), down
-
-
-def draw_rows(rng: np.random.Generator, n: int = BLOCK) -> np.ndarray:
-    """A block of ``n`` rows of per-step random draws, float64 (n, 7)."""
-    normals = rng.standard_normal((n, P.N_NORMAL))
-    uniforms = rng.random((n, P.N_UNIFORM))
-    return np.concatenate([normals, uniforms], axis=1)
 
 
 def check_choice(name: str, value: Any, allowed: tuple[Any, ...]) -> None:
@@ -171,7 +165,7 @@ class InterventionalPongEnv(gym.Env):
     # ------------------------------------------------------------------ random stream
     def _next_row(self) -> tuple[float, ...]:
         if self._row_i >= len(self._rows):
-            block = draw_rows(self.np_random)
+            block = P.draw_rows(self.np_random, self.noise_scale, BLOCK)
             block.flags.writeable = False
             self._rows_array = block
             self._rows = tuple(map(tuple, block.tolist()))
@@ -212,7 +206,7 @@ class InterventionalPongEnv(gym.Env):
             self._regime = new
         self._oy = self._ay = P.FIELD / 2.0
         self._ovy = self._avy = 0.0
-        self._ball = P.reset_ball(row[P.U_ANGLE], row[P.U_SIDE])
+        self._ball = P.reset_ball(row[P.C_RESET], row[P.S_RESET], row[P.U_SIDE])
         self._points = [0, 0]
         self._episode_steps = 0
         self._frame = None
@@ -265,10 +259,10 @@ class InterventionalPongEnv(gym.Env):
         graph[BALL, OPP] = reg.opponent != "random"
 
         # ball, with the paddles at time t
-        angle = min(max(P.BALL_NOISE * ns * row[P.N_BALL], -P.BALL_NOISE_CLIP), P.BALL_NOISE_CLIP)
-        out = P.ball_step(bx, by, bvx, bvy, oy, ay, reg.gravity, reg.curve, reg.friction, angle)
+        c, s = row[P.C_NOISE], row[P.S_NOISE]
+        out = P.ball_step(bx, by, bvx, bvy, oy, ay, reg.gravity, reg.curve, reg.friction, c, s)
         if reg.ball_changed:
-            ref = P.ball_step(bx, by, bvx, bvy, oy, ay, False, False, False, angle)
+            ref = P.ball_step(bx, by, bvx, bvy, oy, ay, False, False, False, c, s)
             graph[n_obj + 1, SCORE] = out[4] != ref[4]
             # after a point the ball restarts identically, so only "scored or not" matters
             scored, ref_scored = out[4] != P.EVENT_NONE, ref[4] != P.EVENT_NONE
@@ -282,7 +276,7 @@ class InterventionalPongEnv(gym.Env):
         if event == P.EVENT_NONE:
             self._ball = out[:4]
         else:
-            self._ball = P.reset_ball(row[P.U_ANGLE], row[P.U_SIDE])
+            self._ball = P.reset_ball(row[P.C_RESET], row[P.S_RESET], row[P.U_SIDE])
             idx = 1 if event == P.EVENT_AGENT_POINT else 0
             self._points[idx] = min(self._points[idx] + 1, self.points_to_win)
             reward = 1.0 if idx == 1 else -1.0

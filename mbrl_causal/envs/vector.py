@@ -33,7 +33,6 @@ from mbrl_causal.envs.pong import (
     BLOCK,
     OBJECT_NAMES,
     InterventionalPongEnv,
-    draw_rows,
 )
 from mbrl_causal.envs.regimes import REGIMES, regime_id
 from mbrl_causal.envs.render import render_pong
@@ -131,6 +130,11 @@ class InterventionalPongVectorEnv(VectorEnv):
         self._points = np.zeros((n, 2), np.int64)
         self._needs_reset = np.ones(n, bool)
         self._ar = np.arange(n)
+        # self edges and action -> agent: true on every transition
+        self._graph_template = np.zeros((n, self.n_objects + 2, self.n_objects), bool)
+        self._graph_template[:, np.arange(self.n_objects), np.arange(self.n_objects)] = True
+        self._graph_template[:, self.n_objects, 1] = True
+        self._all = np.ones(n, bool)
 
     # ------------------------------------------------------------------ random stream
     def _draw(self, envs: np.ndarray) -> np.ndarray:
@@ -141,7 +145,7 @@ class InterventionalPongVectorEnv(VectorEnv):
             if rng is None:
                 rng, _ = seeding.np_random(None)
                 self._rngs[i] = rng
-            self._rows[i] = draw_rows(rng)
+            self._rows[i] = P.draw_rows(rng, self.template.noise_scale, BLOCK)
             self._row_i[i] = 0
         idx = np.minimum(self._row_i, BLOCK - 1)
         rows = self._rows[self._ar, idx]
@@ -199,7 +203,7 @@ class InterventionalPongVectorEnv(VectorEnv):
                 self.distractors.reset(i, self._d_rngs[i])
             if self.background is not None:
                 self.background.reset(i, self._b_rngs[i])
-        bx, by, bvx, bvy = P.reset_ball_batch(rows[:, P.U_ANGLE], rows[:, P.U_SIDE])
+        bx, by, bvx, bvy = P.reset_ball_batch(rows[:, P.C_RESET], rows[:, P.S_RESET], rows[:, P.U_SIDE])
         m = mask
         self._ball[m] = np.stack([bx, by, bvx, bvy], 1)[m]
         self._oy[m] = self._ay[m] = _HALF
@@ -228,13 +232,11 @@ class InterventionalPongVectorEnv(VectorEnv):
         n = self.num_envs
         resetting = self._needs_reset.copy()
         stepping = ~resetting
-        rows = self._draw(np.ones(n, bool))
+        rows = self._draw(self._all)
         reg = np.maximum(self.regime, 0)
         ns = self.template.noise_scale
         n_obj = self.n_objects
-        graph = np.zeros((n, n_obj + 2, n_obj), bool)
-        graph[:, np.arange(n_obj), np.arange(n_obj)] = True
-        graph[:, n_obj, 1] = True
+        graph = self._graph_template.copy()
 
         noise = P.PADDLE_NOISE * ns * rows[:, P.N_AGENT]
         inv = _CONTROLS_INVERTED[reg]
@@ -245,22 +247,27 @@ class InterventionalPongVectorEnv(VectorEnv):
         bx, by, bvx, bvy = self._ball.T
         noise = P.PADDLE_NOISE * ns * rows[:, P.N_OPPONENT]
         rand, oinv = _OPP_RANDOM[reg], _OPP_INVERTED[reg]
-        move = P.opponent_move_batch(oinv, rand, by, self._oy, rows[:, P.U_WALK])
-        new_oy = P.clip_paddle_batch(self._oy + move + noise)
         no = np.zeros(n, bool)
         track = P.opponent_move_batch(no, no, by, self._oy, rows[:, P.U_WALK])
+        walk = P.OPPONENT_SPEED * (2.0 * rows[:, P.U_WALK] - 1.0)
+        move = np.where(rand, walk, np.where(oinv, -track, track))
+        new_oy = P.clip_paddle_batch(self._oy + move + noise)
         neutral = P.clip_paddle_batch(self._oy + track + noise)
         graph[:, n_obj + 1, 0] = (rand | oinv) & (new_oy != neutral)
         graph[:, 2, 0] = ~rand
 
-        angle = np.minimum(
-            np.maximum(P.BALL_NOISE * ns * rows[:, P.N_BALL], -P.BALL_NOISE_CLIP),
-            P.BALL_NOISE_CLIP,
-        )
-        args = (bx, by, bvx, bvy, self._oy, self._ay)
-        out = P.ball_step_batch(*args, _GRAVITY[reg], _CURVE[reg], _FRICTION[reg], angle)
+        # the actual ball and its neutral-regime counterfactual, in one 2N-wide call
+        def two(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
+            return np.concatenate([a, a if b is None else b])
+
         off = np.zeros(n, bool)
-        ref = P.ball_step_batch(*args, off, off, off, angle)
+        both = P.ball_step_batch(
+            two(bx), two(by), two(bvx), two(bvy), two(self._oy), two(self._ay),
+            two(_GRAVITY[reg], off), two(_CURVE[reg], off), two(_FRICTION[reg], off),
+            two(rows[:, P.C_NOISE]), two(rows[:, P.S_NOISE]),
+        )  # fmt: skip
+        out = tuple(v[:n] for v in both)
+        ref = tuple(v[n:] for v in both)
         changed = _BALL_CHANGED[reg]
         event = out[4]
         scored, ref_scored = event != P.EVENT_NONE, ref[4] != P.EVENT_NONE
@@ -271,11 +278,12 @@ class InterventionalPongVectorEnv(VectorEnv):
         graph[:, 0, 2] = out[6] > 0
         graph[:, 2, 3] = scored | out[7]
 
-        rx, ry, rvx, rvy = P.reset_ball_batch(rows[:, P.U_ANGLE], rows[:, P.U_SIDE])
-        ball = np.stack(
-            [np.where(scored, rx, out[0]), np.where(scored, ry, out[1]),
-             np.where(scored, rvx, out[2]), np.where(scored, rvy, out[3])], 1,
-        )  # fmt: skip
+        ball = np.stack(out[:4], 1)
+        if scored.any():
+            restart = np.stack(
+                P.reset_ball_batch(rows[:, P.C_RESET], rows[:, P.S_RESET], rows[:, P.U_SIDE]), 1
+            )
+            ball[scored] = restart[scored]
         agent_pt = event == P.EVENT_AGENT_POINT
         opp_pt = event == P.EVENT_OPPONENT_POINT
         ptw = self.template.points_to_win
@@ -330,7 +338,9 @@ class InterventionalPongVectorEnv(VectorEnv):
             "_regime_switched": every,
         }
         if graph is not None and stepped.any():
-            info["local_graph"] = np.where(stepped[:, None, None], graph, False)
+            info["local_graph"] = (
+                graph if stepped.all() else np.where(stepped[:, None, None], graph, False)
+            )
             info["_local_graph"] = stepped.copy()
         return info
 
