@@ -80,7 +80,7 @@ def bench_envs(
 
     say = progress or (lambda _msg: None)
     out: dict[str, Any] = {}
-    cases = [
+    cases: list[tuple[str, str, dict[str, Any]]] = [
         ("objects", "InterventionalPong-v0", {"obs_mode": "objects"}),
         ("pixels", "InterventionalPong-v0", {"obs_mode": "pixels", "render_size": 32}),
     ]
@@ -132,7 +132,7 @@ def _bench_ale(steps: int, repeats: int, seed: int, say: Callable[[str], None]) 
     gym.register_envs(ale_py)
     say(f"ale_pong: {steps} steps x {repeats}")
     env = gym.make("ALE/Pong-v5")
-    n = int(env.action_space.n)
+    n = int(env.action_space.n)  # type: ignore[attr-defined]
     actions = np.random.default_rng(seed).integers(0, n, steps)
     env.reset(seed=seed)
 

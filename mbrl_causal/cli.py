@@ -9,20 +9,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
+
+from mbrl_causal.io import output_file, write_json
 
 __all__ = ["main"]
 
 EXIT_USAGE = 2
-
-
-class UsageError(Exception):
-    """Bad user input: reported in one line, exit code 2."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -80,40 +75,6 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _write_atomic(path: Path, write: Any, suffix: str) -> None:
-    """Write through a temporary file in the same folder, then rename (never half-written)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual file mode
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _output_file(path: str) -> Path:
-    p = Path(path)
-    if p.exists() and p.is_dir():
-        raise UsageError(f"--json {path!r} is a directory; give a file path")
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"cannot create the folder of {path!r}: {e.strerror}") from None
-    if not os.access(p.parent, os.W_OK):
-        raise UsageError(f"cannot write to the folder of {path!r}")
-    return p
-
-
-def _write_json(path: str, data: Any) -> Path:
-    p = _output_file(path)
-    _write_atomic(p, lambda t: t.write_text(json.dumps(data, indent=2) + "\n"), ".json")
-    return p
-
-
 def _cmd_envs(args: argparse.Namespace) -> None:
     from mbrl_causal.envs import env_catalogue
 
@@ -125,7 +86,8 @@ def _cmd_envs(args: argparse.Namespace) -> None:
     from rich.table import Table
 
     table = Table(title="mbrl-causal environments (TimeLimit 1000 steps)")
-    for col in ("id", "regime", "obs modes", "description"):
+    table.add_column("id", no_wrap=True)
+    for col in ("regime", "obs modes", "description"):
         table.add_column(col)
     for r in records:
         table.add_row(r["id"], r["regime"], ", ".join(r["obs_modes"]), r["description"])
@@ -139,7 +101,7 @@ def _cmd_bench(args: argparse.Namespace) -> None:
     from mbrl_causal.bench import bench_envs
 
     console = Console(stderr=True)
-    path = _output_file(args.json) if args.json else None
+    path = output_file(args.json) if args.json else None
     with console.status("benchmarking") as status:
         result = bench_envs(
             steps=args.steps, vector_steps=args.vector_steps, ale_steps=args.ale_steps,
@@ -159,7 +121,7 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         )
     Console().print(table)
     if path is not None:
-        _write_json(str(path), result)
+        write_json(path, result)
         print(f"wrote {path}")
 
 
@@ -172,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = {"envs": _cmd_envs, "play": play.cmd_play, "bench": _cmd_bench}
     try:
         commands[args.command](args)
-    except (UsageError, ValueError) as e:
+    except ValueError as e:  # includes UsageError
         print(f"mbrl-causal: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

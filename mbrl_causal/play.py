@@ -33,7 +33,7 @@ class EpisodeResult:
     """(opponent points, agent points) at the end."""
     regimes: list[int]
     """Regimes in force during the episode, in order."""
-    switches: list[dict[str, int]]
+    switches: list[dict[str, int | None]]
     """``{"step", "from", "to"}`` for each switch: the step (1-based, in the episode) on
     which the new regime first acted, the previous step's regime and the new one."""
 
@@ -64,7 +64,9 @@ def _check_extra(cfg: EnvConfig) -> None:
         allowed |= set(inspect.signature(make_distractor_pong).parameters) - {"kwargs"}
     unknown = sorted(set(cfg.extra) - allowed)
     if unknown:
-        raise ValueError(f"unknown env argument(s) {unknown}; allowed: {', '.join(sorted(allowed))}")
+        raise ValueError(
+            f"unknown env argument(s) {unknown}; allowed: {', '.join(sorted(allowed))}"
+        )
 
 
 def run_episodes(
@@ -118,14 +120,14 @@ def write_video(path: Path, frames: list[np.ndarray], fmt: str, fps: int = 30) -
     """Write frames to an MP4 or GIF file atomically."""
     import imageio.v3 as iio
 
-    from mbrl_causal.cli import _write_atomic
+    from mbrl_causal.io import write_atomic
 
     big = np.stack([_upscale(f) for f in frames])
     if fmt == "gif":
-        _write_atomic(path, lambda t: iio.imwrite(t, big, extension=".gif",
+        write_atomic(path, lambda t: iio.imwrite(t, big, extension=".gif",
                                                   duration=1000 / fps, loop=0), ".gif")  # fmt: skip
     else:
-        _write_atomic(path, lambda t: _write_mp4(t, big, fps), ".mp4")
+        write_atomic(path, lambda t: _write_mp4(t, big, fps), ".mp4")
 
 
 def _write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
@@ -141,7 +143,7 @@ def _write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
 
 
 def _video_dir(path: str) -> Path:
-    from mbrl_causal.cli import UsageError
+    from mbrl_causal.io import UsageError
 
     p = Path(path)
     if p.exists() and not p.is_dir():
@@ -158,13 +160,13 @@ def cmd_play(args: argparse.Namespace) -> None:
     from rich.console import Console
     from rich.progress import Progress
 
-    from mbrl_causal.cli import _output_file, _write_json
     from mbrl_causal.envs.regimes import REGIMES
+    from mbrl_causal.io import output_file, write_json
 
     cfg = resolve_env_config(args.env, args.set)
     video_dir = _video_dir(args.video) if args.video else None
     if args.json:
-        _output_file(args.json)
+        output_file(args.json)
     console = Console()
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"playing {cfg.id}", total=None)
@@ -187,4 +189,4 @@ def cmd_play(args: argparse.Namespace) -> None:
             write_video(path, frames, args.video_format)
             console.print(f"wrote {path}")
     if args.json:
-        _write_json(args.json, [dataclasses.asdict(r) for r in results])
+        write_json(args.json, [dataclasses.asdict(r) for r in results])

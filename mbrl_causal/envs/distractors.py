@@ -476,6 +476,4 @@ def make_distractor_pong(
     **kwargs: Any,
 ) -> gym.Env:
     """Entry point of ``InterventionalPongDistractors-v0`` (see the class for arguments)."""
-    return InterventionalPongDistractorsEnv(
-        n_distractors, background, dynamic_background, **kwargs
-    )
+    return InterventionalPongDistractorsEnv(n_distractors, background, dynamic_background, **kwargs)

@@ -100,8 +100,10 @@ class InterventionalPongEnv(gym.Env):
         check_choice("action_type", action_type, ACTION_TYPES)
         check_choice("render_size", render_size, ALLOWED_SIZES)
         check_choice("render_mode", render_mode, (None, "rgb_array"))
-        if isinstance(points_to_win, bool) or not isinstance(points_to_win, int) or (
-            points_to_win < 1
+        if (
+            isinstance(points_to_win, bool)
+            or not isinstance(points_to_win, int)
+            or (points_to_win < 1)
         ):
             raise ValueError(f"points_to_win must be an int >= 1, got {points_to_win!r}")
         if not (isinstance(noise_scale, (int, float)) and math.isfinite(noise_scale)) or (
@@ -154,7 +156,7 @@ class InterventionalPongEnv(gym.Env):
         elif self.obs_mode == "pixels":
             space = {"pixels": pixels}
         else:
-            masks = spaces.Box(0, 1, (n_objects, s, s), bool)
+            masks = spaces.Box(0, 1, (n_objects, s, s), bool)  # type: ignore[arg-type]
             space = {"pixels": pixels, "objects": objects, "masks": masks}
         if self.observe_regime:
             space["regime"] = spaces.Discrete(len(REGIMES))
@@ -199,8 +201,10 @@ class InterventionalPongEnv(gym.Env):
                 forced = regime_id(options["regime"])
         row = self._next_row()
         self._episode += 1
-        new = forced if forced is not None else self.schedule.at_reset(
-            self._episode, self._regime, row[P.U_REGIME]
+        new = (
+            forced
+            if forced is not None
+            else self.schedule.at_reset(self._episode, self._regime, row[P.U_REGIME])
         )
         if new is not None:
             self._regime = new
@@ -342,7 +346,7 @@ class InterventionalPongEnv(gym.Env):
         else:
             obs["objects"] = self.object_features()
         if self.observe_regime:
-            obs["regime"] = np.int64(self._regime)
+            obs["regime"] = np.int64(self._regime if self._regime is not None else 0)
         elif mode == "pixels":
             return obs["pixels"]
         return obs
@@ -430,14 +434,16 @@ class InterventionalPongEnv(gym.Env):
             prev = None if prev is None else regime_id(prev)
             block = np.array(rows, dtype=np.float64).reshape(-1, P.ROW)
         except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"not a snapshot from get_state(): bad counters or rows ({e})") from None
+            raise ValueError(
+                f"not a snapshot from get_state(): bad counters or rows ({e})"
+            ) from None
         self.np_random.bit_generator.state = copy.deepcopy(rng["bit_generator"])
         if rows is not self._rows_array:
             block.flags.writeable = False
             self._rows_array, self._rows = block, tuple(map(tuple, block.tolist()))
         self._row_i = int(row_i)
         self._oy, self._ovy, self._ay, self._avy = floats[:4]
-        self._ball = tuple(floats[4:])
+        self._ball = (floats[4], floats[5], floats[6], floats[7])
         self._points = [int(p) for p in points]
         self._regime = new_regime
         self._episode, self._episode_steps, self._total_steps = counts

@@ -124,9 +124,10 @@ class RegimeSchedule:
     """Decides the active regime (spec section 4, "Switching").
 
     Args:
-        schedule: An int or name (fixed regime, restored at every reset), ``"cycle"`` or ``"random"`` (over the simple
-            regimes), or a sequence of ``(episode, regime)`` pairs (the regime of the last
-            pair whose episode is <= the current episode; neutral before the first pair).
+        schedule: An int or name (fixed regime, restored at every reset), ``"cycle"`` or
+            ``"random"`` (over the simple regimes), or a sequence of ``(episode, regime)``
+            pairs (the regime of the last pair whose episode is <= the current episode;
+            neutral before the first pair).
         switch_every: For ``"cycle"``/``"random"``: switch every this many episodes.
         switch_every_steps: For ``"cycle"``/``"random"``: switch every this many env steps
             instead (inside episodes); overrides ``switch_every``.
@@ -164,8 +165,9 @@ class RegimeSchedule:
             try:
                 self.fixed = regime_id(schedule)
             except ValueError as e:
-                raise ValueError(f"{e}; or a schedule: 'cycle', 'random' or a list of "
-                                 "(episode, regime) pairs") from None
+                raise ValueError(
+                    f"{e}; or a schedule: 'cycle', 'random' or a list of (episode, regime) pairs"
+                ) from None
         elif isinstance(schedule, Sequence):
             self.kind = "list"
             pairs = []
@@ -174,7 +176,7 @@ class RegimeSchedule:
                     raise ValueError(
                         f"regime_schedule list items must be (episode, regime) pairs, got {item!r}"
                     )
-                episode, reg = item
+                episode, reg = item[0], item[1]
                 if isinstance(episode, bool) or not isinstance(episode, int) or episode < 0:
                     raise ValueError(f"episode in regime_schedule must be an int >= 0: {item!r}")
                 pairs.append((episode, regime_id(reg)))
@@ -187,7 +189,9 @@ class RegimeSchedule:
                 f"(episode, regime) pairs; got {schedule!r}"
             )
         if self.kind in ("fixed", "list") and switch_every_steps is not None:
-            raise ValueError("switch_every_steps only applies to the 'cycle' and 'random' schedules")
+            raise ValueError(
+                "switch_every_steps only applies to the 'cycle' and 'random' schedules"
+            )
 
     @property
     def step_based(self) -> bool:
@@ -198,8 +202,10 @@ class RegimeSchedule:
         if self.kind == "cycle":
             return SIMPLE_REGIMES[slot % len(SIMPLE_REGIMES)]
         # random: uniform over the simple regimes other than the current one
-        choices = [r for r in SIMPLE_REGIMES if r != current] if current is not None else list(
-            SIMPLE_REGIMES
+        choices = (
+            [r for r in SIMPLE_REGIMES if r != current]
+            if current is not None
+            else list(SIMPLE_REGIMES)
         )
         return choices[min(int(u * len(choices)), len(choices) - 1)]
 

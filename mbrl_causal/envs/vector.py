@@ -8,8 +8,9 @@ consume one row of random draws per reset or step and use the same arithmetic
 a sub-env ends resets it (reward 0, not terminated or truncated, reset info).
 
 ``info`` holds arrays in Gymnasium's vector convention (key plus ``_key`` mask):
-``regime`` (int64 (N,)), ``regime_switched`` (bool (N,)) and, for sub-envs that stepped,
-``local_graph`` (bool (N, n_nodes, n_objects)).
+``regime`` (int64 (N,)), ``regime_switched`` (bool (N,)) and, in every ``step``,
+``local_graph`` (bool (N, n_nodes, n_objects); ``_local_graph`` is False, and the graph
+empty, for sub-envs that were reset in that step).
 """
 
 from __future__ import annotations
@@ -83,9 +84,13 @@ class InterventionalPongVectorEnv(VectorEnv):
         if max_episode_steps is not None and (
             not isinstance(max_episode_steps, int) or max_episode_steps < 1
         ):
-            raise ValueError(f"max_episode_steps must be an int >= 1 or None: {max_episode_steps!r}")
-        if isinstance(n_distractors, bool) or not isinstance(n_distractors, int) or (
-            n_distractors < 0
+            raise ValueError(
+                f"max_episode_steps must be an int >= 1 or None: {max_episode_steps!r}"
+            )
+        if (
+            isinstance(n_distractors, bool)
+            or not isinstance(n_distractors, int)
+            or (n_distractors < 0)
         ):
             raise ValueError(f"n_distractors must be an int >= 0, got {n_distractors!r}")
         # The single env validates every shared argument and builds the spaces.
@@ -165,7 +170,9 @@ class InterventionalPongVectorEnv(VectorEnv):
         options = dict(options or {})
         unknown = set(options) - {"regime", "reset_mask"}
         if unknown:
-            raise ValueError(f"unknown reset options {sorted(unknown)}; allowed: regime, reset_mask")
+            raise ValueError(
+                f"unknown reset options {sorted(unknown)}; allowed: regime, reset_mask"
+            )
         mask = np.asarray(options.get("reset_mask", np.ones(n, bool)), bool)
         if mask.shape != (n,):
             raise ValueError(f"reset_mask must be a bool array of shape ({n},)")
@@ -194,16 +201,22 @@ class InterventionalPongVectorEnv(VectorEnv):
         for i in np.flatnonzero(mask):
             self._episode[i] += 1
             current = None if self.regime[i] < 0 else int(self.regime[i])
-            new = forced if forced is not None else self.schedule.at_reset(
-                int(self._episode[i]), current, float(rows[i, P.U_REGIME])
+            new = (
+                forced
+                if forced is not None
+                else self.schedule.at_reset(
+                    int(self._episode[i]), current, float(rows[i, P.U_REGIME])
+                )
             )
             if new is not None:
                 self.regime[i] = new
             if self.distractors is not None:
-                self.distractors.reset(i, self._d_rngs[i])
+                self.distractors.reset(int(i), self._d_rngs[i])
             if self.background is not None:
-                self.background.reset(i, self._b_rngs[i])
-        bx, by, bvx, bvy = P.reset_ball_batch(rows[:, P.C_RESET], rows[:, P.S_RESET], rows[:, P.U_SIDE])
+                self.background.reset(int(i), self._b_rngs[i])
+        bx, by, bvx, bvy = P.reset_ball_batch(
+            rows[:, P.C_RESET], rows[:, P.S_RESET], rows[:, P.U_SIDE]
+        )
         m = mask
         self._ball[m] = np.stack([bx, by, bvx, bvy], 1)[m]
         self._oy[m] = self._ay[m] = _HALF
@@ -216,8 +229,10 @@ class InterventionalPongVectorEnv(VectorEnv):
         a = np.asarray(actions)
         n = self.num_envs
         if self.template.action_type == "discrete":
-            if a.shape != (n,) or not np.issubdtype(a.dtype, np.integer) or (
-                a.min() < 0 or a.max() > 2
+            if (
+                a.shape != (n,)
+                or not np.issubdtype(a.dtype, np.integer)
+                or (a.min() < 0 or a.max() > 2)
             ):
                 raise ValueError(f"actions must be {n} ints in {{0, 1, 2}}, got {actions!r}")
             return _DIRECTIONS[a]
@@ -301,7 +316,7 @@ class InterventionalPongVectorEnv(VectorEnv):
             self.distractors.step(s)
         if self.background is not None:
             for i in np.flatnonzero(s):
-                self.background.step(i, self._b_rngs[i])
+                self.background.step(int(i), self._b_rngs[i])
         acted = self.regime.copy()
         switched = s & (self._prev >= 0) & (acted != self._prev)
         self._prev = np.where(s, acted, self._prev)
@@ -337,7 +352,7 @@ class InterventionalPongVectorEnv(VectorEnv):
             "regime_switched": switched,
             "_regime_switched": every,
         }
-        if graph is not None and stepped.any():
+        if graph is not None:  # every step has the key; "_local_graph" marks who stepped
             info["local_graph"] = (
                 graph if stepped.all() else np.where(stepped[:, None, None], graph, False)
             )
@@ -421,4 +436,3 @@ def make_distractor_pong_vec(
         num_envs, n_distractors=n_distractors, background=background,
         dynamic_background=dynamic_background, **kwargs,
     )  # fmt: skip
-
