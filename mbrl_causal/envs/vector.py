@@ -135,6 +135,9 @@ class InterventionalPongVectorEnv(VectorEnv):
         self._points = np.zeros((n, 2), np.int64)
         self._needs_reset = np.ones(n, bool)
         self._ar = np.arange(n)
+        self._objects_template = np.zeros((n, 4, 4), np.float32)
+        self._objects_template[:, 0, 0] = (P.OPPONENT_X - _HALF) / _HALF
+        self._objects_template[:, 1, 0] = (P.AGENT_X - _HALF) / _HALF
         # self edges and action -> agent: true on every transition
         self._graph_template = np.zeros((n, self.n_objects + 2, self.n_objects), bool)
         self._graph_template[:, np.arange(self.n_objects), np.arange(self.n_objects)] = True
@@ -361,20 +364,17 @@ class InterventionalPongVectorEnv(VectorEnv):
 
     # ------------------------------------------------------------------ observations
     def _objects(self) -> np.ndarray:
-        n = self.num_envs
+        # Assigning float64 into the float32 template rounds exactly as the single env's
+        # np.array(..., dtype=float32) does.
         b = self._ball
-        ptw = self.template.points_to_win
-        obj = np.zeros((n, 4, 4))
-        obj[:, 0, 0] = (P.OPPONENT_X - _HALF) / _HALF
-        obj[:, 0, 1] = (self._oy - _HALF) / _HALF
-        obj[:, 0, 3] = self._ovy / P.MAX_SPEED
-        obj[:, 1, 0] = (P.AGENT_X - _HALF) / _HALF
-        obj[:, 1, 1] = (self._ay - _HALF) / _HALF
-        obj[:, 1, 3] = self._avy / P.MAX_SPEED
-        obj[:, 2, :2] = (b[:, :2] - _HALF) / _HALF
-        obj[:, 2, 2:] = b[:, 2:] / P.MAX_SPEED
-        obj[:, 3, :2] = self._points / ptw
-        out = obj.astype(np.float32)
+        out = self._objects_template.copy()
+        out[:, 0, 1] = (self._oy - _HALF) / _HALF
+        out[:, 0, 3] = self._ovy / P.MAX_SPEED
+        out[:, 1, 1] = (self._ay - _HALF) / _HALF
+        out[:, 1, 3] = self._avy / P.MAX_SPEED
+        out[:, 2, :2] = (b[:, :2] - _HALF) / _HALF
+        out[:, 2, 2:] = b[:, 2:] / P.MAX_SPEED
+        out[:, 3, :2] = self._points / self.template.points_to_win
         np.clip(out, -1.0, 1.0, out=out)
         if self.distractors is not None:
             out = np.concatenate([out, self.distractors.features()], axis=1)
