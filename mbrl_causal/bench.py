@@ -34,7 +34,9 @@ def _time(run: Callable[[], int], repeats: int) -> tuple[float, list[float]]:
 
 
 def _single(env: gym.Env, steps: int, seed: int) -> Callable[[], int]:
-    actions = np.random.default_rng(seed).integers(0, 3, steps)
+    """A timed loop of ``steps`` uniform random discrete actions, resetting ended episodes."""
+    n_actions = int(env.action_space.n)  # type: ignore[attr-defined]
+    actions = np.random.default_rng(seed).integers(0, n_actions, steps)
     env.reset(seed=seed)
 
     def run() -> int:
@@ -132,18 +134,7 @@ def _bench_ale(steps: int, repeats: int, seed: int, say: Callable[[str], None]) 
     gym.register_envs(ale_py)
     say(f"ale_pong: {steps} steps x {repeats}")
     env = gym.make("ALE/Pong-v5")
-    n = int(env.action_space.n)  # type: ignore[attr-defined]
-    actions = np.random.default_rng(seed).integers(0, n, steps)
-    env.reset(seed=seed)
-
-    def run() -> int:
-        for a in actions:
-            _, _, terminated, truncated, _ = env.step(int(a))
-            if terminated or truncated:
-                env.reset()
-        return steps
-
-    rate, runs = _time(run, repeats)
+    rate, runs = _time(_single(env, steps, seed), repeats)
     env.close()
     return {
         "steps_per_s": rate,
