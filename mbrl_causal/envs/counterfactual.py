@@ -7,8 +7,10 @@ which objects at t+1 change:
 - ``small``: (a) each state variable of each object by +-``eps`` (score points by +-1,
   the smallest change of a count), every other action, the neutral regime in place of
   the current one;
-- ``large``: (b) a paddle moved by +-8 units, the ball moved to the field's centre or to
-  the other side of each paddle that tracks it.
+- ``large``: (b) a paddle moved by +-8 units; the ball moved to the field's centre, or
+  2.5 units above or below each paddle (both sides, not only the other side: a paddle at
+  its bound that moves away from the ball is revealed only by a ball farther away on the
+  same side).
 
 The env's ``info["local_graph"]`` must contain every ``small`` edge and nothing outside
 ``small | large`` (plus the object diagonal).
@@ -61,9 +63,9 @@ def _moves(state: dict[str, Any], name: str) -> list[dict[str, Any]]:
     elif name == "ball":
         targets = [(P.FIELD / 2.0, P.FIELD / 2.0)]
         for paddle in ("opponent", "agent"):
-            py, by = objs[paddle]["y"], objs["ball"]["y"]
-            other = py - 2.5 if by >= py else py + 2.5
-            targets.append((objs["ball"]["x"], min(max(other, P.BALL_Y_MIN), P.BALL_Y_MAX)))
+            py = objs[paddle]["y"]
+            for y in (py - 2.5, py + 2.5):
+                targets.append((objs["ball"]["x"], min(max(y, P.BALL_Y_MIN), P.BALL_Y_MAX)))
         for x, y in targets:
             s = copy.deepcopy(state)
             s["objects"]["ball"]["x"], s["objects"]["ball"]["y"] = x, y

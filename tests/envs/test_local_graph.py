@@ -39,6 +39,7 @@ def test_graph_matches_counterfactuals(env_id: str, kwargs: dict) -> None:
     obs, _ = env.reset(seed=7)
     policy = TrackingPolicy(env)
     rng = np.random.default_rng(7)
+    env.action_space.seed(7)  # the test must be deterministic
     events = {"point": 0, "agent_hit": 0, "opponent_hit": 0}
     for t in range(300):
         # alternate tracking play (returns) with a still paddle (misses, so points happen)
@@ -87,6 +88,7 @@ def test_regime_edges_follow_the_regime_table() -> None:
     for reg in REGIMES:
         env = gym.make("InterventionalPong-v0", regime_schedule=reg.id, disable_env_checker=True)
         env.reset(seed=1)
+        env.action_space.seed(1)
         nodes = list(env.get_wrapper_attr("graph_nodes"))
         seen = np.zeros(4, bool)
         for _ in range(300):
