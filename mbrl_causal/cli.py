@@ -8,6 +8,7 @@ allowed and exits with code 2 (no traceback).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -61,6 +62,28 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override an env config field, e.g. --set obs_mode=pixels")  # fmt: skip
     p.add_argument("--json", metavar="FILE", help="also write the per-episode results as JSON")
+
+    p = sub.add_parser(
+        "fit", help="collect data, train a world model, evaluate it (graph, few-shot, "
+        "robustness) and write JSON",
+    )
+    p.add_argument("--env", default="InterventionalPong-v0", help="registered env id")
+    p.add_argument("--world-model", default="spartan",
+                   choices=("spartan", "s2ssm", "dense-transformer", "dense-ssm"))  # fmt: skip
+    p.add_argument("--obs", choices=("objects", "pixels"), default="objects",
+                   help="per-object features or masked images through a conv VAE")  # fmt: skip
+    p.add_argument("--regimes", default="simple",
+                   help="simple (0-6), all, or comma-separated ids/names (default simple)")  # fmt: skip
+    p.add_argument("--data-steps", type=_positive_int, help="env steps of training data")
+    p.add_argument("--train-steps", type=_positive_int, help="gradient steps")
+    p.add_argument("--preset", choices=("default", "debug"), default="default",
+                   help="debug shrinks everything to finish in seconds")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="seed of data, weights and gates (0)")
+    p.add_argument("--out", metavar="DIR", help="run folder (default runs/fit-MODEL-OBS-SEED)")
+    p.add_argument("--json", metavar="FILE", help="also write the results to FILE")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a model or fit config field, e.g. --set d_model=64")  # fmt: skip
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     p = sub.add_parser("bench", help="speed benchmarks that write JSON")
     bench = p.add_subparsers(dest="bench", metavar="WHAT", parser_class=_Parser)
@@ -125,13 +148,52 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         print(f"wrote {path}")
 
 
+def _cmd_fit(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from mbrl_causal.config import from_mapping, parse_overrides
+    from mbrl_causal.world_models.config import FitConfig, WorldModelConfig, preset
+    from mbrl_causal.world_models.fit import FitRun, fit, summary_table
+
+    model_over, fit_over = preset(args.preset)
+    model_fields = {f.name for f in dataclasses.fields(WorldModelConfig)}
+    fit_fields = {f.name for f in dataclasses.fields(FitConfig)}
+    for key, value in parse_overrides(args.set).items():
+        if key in model_fields - {"name", "obs"}:
+            model_over[key] = value
+        elif key in fit_fields - {"env", "regimes", "data_steps", "train_steps"}:
+            fit_over[key] = value
+        else:
+            allowed = sorted((model_fields | fit_fields) - {"name", "obs", "env", "regimes"})
+            raise ValueError(f"--set {key}: not a settable field; allowed: {', '.join(allowed)}")
+    fit_over.update(env=args.env, regimes=args.regimes)
+    if args.data_steps:
+        fit_over["data_steps"] = args.data_steps
+    if args.train_steps:
+        fit_over["train_steps"] = args.train_steps
+    model_cfg = from_mapping(WorldModelConfig, {**model_over, "name": args.world_model,
+                                                "obs": args.obs}, "model config")  # fmt: skip
+    fit_cfg = from_mapping(FitConfig, fit_over, "fit config")
+    json_path = output_file(args.json) if args.json else None
+    out = Path(args.out or f"runs/fit-{args.world_model}-{args.obs}-{args.seed}")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {str(out)!r} exists and is not a folder")
+    record = fit(FitRun(model_cfg, fit_cfg, args.seed, out, not args.no_progress))
+    from rich.console import Console
+
+    Console().print(summary_table(record))
+    if json_path is not None:
+        write_json(json_path, record)
+    print(f"wrote {out / 'fit.json'} and {out / 'model.pt'}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mbrl-causal`` console script; returns the exit code."""
     parser = _build_parser()
     args = parser.parse_args(argv)
     from mbrl_causal import play
 
-    commands = {"envs": _cmd_envs, "play": play.cmd_play, "bench": _cmd_bench}
+    commands = {"envs": _cmd_envs, "play": play.cmd_play, "bench": _cmd_bench, "fit": _cmd_fit}
     try:
         commands[args.command](args)
     except ValueError as e:  # includes UsageError

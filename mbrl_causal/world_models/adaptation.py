@@ -1,0 +1,97 @@
+"""Few-shot adaptation to a new regime, and recall of a known one.
+
+- :func:`fit_regime_token`: freeze the whole model, add one fresh free regime token
+  (initialised at the mean of the codebook) and fit it by Adam on K trajectories of the
+  new regime, minimising the next-latent MSE (SPARTAN Sec. 4.3; S2-SSM infers its
+  environment slot the same way). Only the token changes; the returned token is passed
+  wherever a regime is expected.
+- :func:`recall_regime`: score every codebook entry on K transitions and return the env
+  regime id whose token explains them best (lowest next-latent MSE).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from mbrl_causal.world_models.model import SequenceBatch, WorldModel
+
+__all__ = ["fit_regime_token", "recall_regime", "regime_errors"]
+
+
+def _freeze(model: WorldModel) -> list[bool]:
+    flags = [p.requires_grad for p in model.parameters()]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return flags
+
+
+def _unfreeze(model: WorldModel, flags: list[bool]) -> None:
+    for p, f in zip(model.parameters(), flags, strict=True):
+        p.requires_grad_(f)
+
+
+def _prediction_mse(model: WorldModel, batch: SequenceBatch, token: torch.Tensor) -> torch.Tensor:
+    z = model.encode(batch.obs)
+    out = model(z[:, :-1], batch.actions, token.expand(z.shape[0], -1))
+    return F.mse_loss(out.next_latent, z[:, 1:])
+
+
+def fit_regime_token(
+    model: WorldModel, batch: SequenceBatch, steps: int = 150, lr: float = 0.05,
+    init: torch.Tensor | None = None,
+) -> torch.Tensor:  # fmt: skip
+    """Fit a free regime token (d_model,) on ``batch`` with the model frozen.
+
+    Args:
+        model: A trained world model (left unchanged; evaluation mode during the fit, so
+            the gates are deterministic).
+        batch: The K adaptation trajectories as one batch (B = K sequences).
+        steps: Adam steps.
+        lr: Adam learning rate.
+        init: Starting token; default the mean of the codebook.
+
+    Returns:
+        The fitted token, detached, shape (d_model,).
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    was_training = model.training
+    model.eval()
+    flags = _freeze(model)
+    start = model.codebook.weight.mean(0) if init is None else init
+    token = start.detach().clone().requires_grad_(True)
+    opt = torch.optim.Adam([token], lr=lr)
+    try:
+        with torch.no_grad():
+            z = model.encode(batch.obs)
+        for _ in range(steps):
+            out = model(z[:, :-1], batch.actions, token.expand(z.shape[0], -1))
+            loss = F.mse_loss(out.next_latent, z[:, 1:])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    finally:
+        _unfreeze(model, flags)
+        model.train(was_training)
+    return token.detach()
+
+
+@torch.no_grad()
+def regime_errors(model: WorldModel, batch: SequenceBatch) -> dict[int, float]:
+    """Next-latent MSE of ``batch`` under each codebook entry, keyed by env regime id."""
+    was_training = model.training
+    model.eval()
+    try:
+        return {
+            rid: float(_prediction_mse(model, batch, model.codebook.weight[i]))
+            for i, rid in enumerate(model.regime_ids)
+        }
+    finally:
+        model.train(was_training)
+
+
+def recall_regime(model: WorldModel, batch: SequenceBatch) -> int:
+    """The env regime id whose codebook token best explains ``batch``."""
+    errors = regime_errors(model, batch)
+    return min(errors, key=errors.__getitem__)

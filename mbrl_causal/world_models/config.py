@@ -1,0 +1,213 @@
+"""Typed configuration of the world models and of ``mbrl-causal fit``.
+
+One dataclass per component (:class:`WorldModelConfig` for the network and its losses,
+:class:`FitConfig` for data, training and evaluation); ``preset("debug")`` shrinks both
+so that the tests finish in seconds. Every field says its unit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "OBS_SETTINGS",
+    "PRESETS",
+    "WORLD_MODELS",
+    "FitConfig",
+    "WorldModelConfig",
+    "preset",
+]
+
+WORLD_MODELS: tuple[str, ...] = ("spartan", "s2ssm", "dense-transformer", "dense-ssm")
+OBS_SETTINGS: tuple[str, ...] = ("objects", "pixels")
+SSM_BACKENDS: tuple[str, ...] = ("auto", "torch", "mamba_ssm")
+PRESETS: tuple[str, ...] = ("default", "debug")
+
+
+def _one_of(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def _positive(name: str, value: float, allow_zero: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+
+
+@dataclass
+class WorldModelConfig:
+    """Architecture and losses of one world model (names as in ``--world-model``)."""
+
+    name: str = "spartan"
+    """``spartan``, ``s2ssm``, ``dense-transformer`` or ``dense-ssm``."""
+    obs: str = "objects"
+    """``objects`` (per-object features) or ``pixels`` (masked images through a conv VAE)."""
+    d_model: int = 128
+    """Token width inside the dynamics network."""
+    n_layers: int = 3
+    """Transformer layers (SPARTAN) or SlotSSM blocks (S2-SSM)."""
+    n_heads: int = 4
+    """Attention heads; the hard gate is shared by the heads of a layer."""
+    mlp_hidden: int = 256
+    """Hidden width of the per-token MLPs (and of the reward/continuation heads)."""
+    d_state: int = 8
+    """S2-SSM: state size of the selective scan per channel."""
+    expand: int = 1
+    """S2-SSM: inner width of the Mamba layer = expand * d_model."""
+    d_conv: int = 4
+    """S2-SSM: causal depthwise convolution width of the Mamba layer."""
+    ssm_backend: str = "auto"
+    """``auto`` (mamba_ssm kernels on CUDA when importable, else torch), ``torch``, ``mamba_ssm``."""
+    latent_dim: int = 16
+    """Pixels mode: VAE latent size per object (objects mode uses the 4 features as is)."""
+    image_size: int = 32
+    """Pixels mode: frame size in pixels (the env's render_size)."""
+    kl_weight: float = 0.01
+    """Pixels mode: weight of the VAE's KL term (nats per object)."""
+    recon_weight: float = 1.0
+    """Pixels mode: weight of the reconstruction error (squared error summed per image)."""
+    token_weight: float = 1.0
+    """Weight of the next-token MSE (the dynamics' prediction term)."""
+    gate_bias_init: float = 3.0
+    """Initial gate logit bias: positive starts the graph fully open (logit units)."""
+    gate_temperature: float = 1.0
+    """Temperature of the binary Gumbel (logistic-noise) relaxation of the gates."""
+    tau: float | None = None
+    """Constraint level E[MSE] <= tau of the sparsity Lagrangian; None: set automatically to
+    ``tau_factor`` x the moving-average MSE at the end of ``sparsity_warmup``."""
+    tau_factor: float = 1.1
+    """Slack over the warm-up MSE when ``tau`` is automatic."""
+    sparsity_warmup: int = 500
+    """Train steps with lambda = 0 before the Lagrangian starts (the dense reference)."""
+    lambda_init: float = 1e-4
+    """Lambda when the Lagrangian starts (weight of one path of the path matrix)."""
+    lambda_lr: float = 0.02
+    """Step of log(lambda) per update, times clip((tau - mse_avg) / tau, -1, 1)."""
+    lambda_min: float = 1e-7
+    """Lower bound of lambda (it never reaches zero, so it can grow back quickly)."""
+    lambda_max: float = 1.0
+    """Upper bound of lambda."""
+    mse_ema: float = 0.98
+    """Decay of the moving average of the MSE that drives lambda."""
+    reward_weight: float = 1.0
+    """Weight of the reward head's MSE."""
+    cont_weight: float = 1.0
+    """Weight of the continuation head's binary cross-entropy."""
+
+    def __post_init__(self) -> None:
+        _one_of("world_model", self.name, WORLD_MODELS)
+        _one_of("obs", self.obs, OBS_SETTINGS)
+        _one_of("ssm_backend", self.ssm_backend, SSM_BACKENDS)
+        for k in ("d_model", "n_layers", "n_heads", "mlp_hidden", "d_state", "expand",
+                  "d_conv", "latent_dim", "gate_temperature", "tau_factor", "lambda_init",
+                  "lambda_max", "lambda_min", "lambda_lr"):  # fmt: skip
+            _positive(k, getattr(self, k))
+        for k in ("kl_weight", "recon_weight", "reward_weight", "cont_weight",
+                  "sparsity_warmup"):  # fmt: skip
+            _positive(k, getattr(self, k), allow_zero=True)
+        if self.tau is not None:
+            _positive("tau", self.tau, allow_zero=True)
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads")
+        if self.image_size not in (32, 64, 84):
+            raise ValueError(f"image_size must be 32, 64 or 84, got {self.image_size}")
+        if not 0 <= self.mse_ema < 1:
+            raise ValueError(f"mse_ema must be in [0, 1), got {self.mse_ema}")
+
+    @property
+    def sparse(self) -> bool:
+        """True for the gated models (SPARTAN, S2-SSM), False for the dense baselines."""
+        return not self.name.startswith("dense")
+
+    @property
+    def family(self) -> str:
+        """``transformer`` or ``ssm``."""
+        return "ssm" if self.name in ("s2ssm", "dense-ssm") else "transformer"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class FitConfig:
+    """Data, training and evaluation of ``mbrl-causal fit``."""
+
+    env: str = "InterventionalPong-v0"
+    """Registered env id; its regime schedule is replaced by the regimes below."""
+    regimes: str = "simple"
+    """Training regimes: ``simple`` (0-6), ``all`` (0-10) or comma-separated ids/names."""
+    data_steps: int = 60_000
+    """Env steps of training data (split evenly over the regimes)."""
+    eval_steps: int = 8_000
+    """Env steps of held-out evaluation data (other seeds), split over the regimes."""
+    num_envs: int = 8
+    """Sub-envs per regime while collecting."""
+    random_fraction: float = 0.5
+    """Behaviour policy: probability of a uniform random action, else ball tracking."""
+    train_steps: int = 4_000
+    """Gradient steps of the main model."""
+    batch_size: int = 32
+    """Sequences per batch."""
+    seq_len: int = 16
+    """Steps per sequence (transitions)."""
+    lr: float = 1e-3
+    """Adam learning rate (cosine decay to 10% over train_steps)."""
+    grad_clip: float = 10.0
+    """Global gradient-norm clip."""
+    log_every: int = 50
+    """Steps between TensorBoard scalars."""
+    few_shot_ks: list[int] = field(default_factory=lambda: [1, 2, 5, 10])
+    """Numbers of adaptation trajectories for the few-shot curve."""
+    few_shot_traj_len: int = 64
+    """Steps per adaptation trajectory."""
+    few_shot_steps: int = 150
+    """Adam steps fitting the fresh regime token."""
+    few_shot_reference: bool = True
+    """Also train a reference model on the composite regimes' data (same train_steps)."""
+    robustness: bool = True
+    """Also train on the distractor env and measure the error change without distractors."""
+    robustness_train_steps: int = 2_000
+    """Gradient steps of the robustness model."""
+    rollout_horizon: int = 10
+    """Steps of the open-loop rollout error."""
+    threads: int = 0
+    """torch threads (0: leave torch's default)."""
+
+    def __post_init__(self) -> None:
+        for k in ("data_steps", "eval_steps", "num_envs", "train_steps", "batch_size",
+                  "seq_len", "lr", "log_every", "few_shot_traj_len", "few_shot_steps",
+                  "robustness_train_steps", "rollout_horizon", "grad_clip"):  # fmt: skip
+            _positive(k, getattr(self, k))
+        if not 0.0 <= self.random_fraction <= 1.0:
+            raise ValueError(f"random_fraction must be in [0, 1], got {self.random_fraction}")
+        if not self.few_shot_ks or any(
+            isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in self.few_shot_ks
+        ):
+            raise ValueError(f"few_shot_ks must be positive ints, got {self.few_shot_ks!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_DEBUG_MODEL: dict[str, Any] = {
+    "d_model": 32, "n_layers": 2, "n_heads": 2, "mlp_hidden": 64, "d_state": 4,
+    "latent_dim": 8, "sparsity_warmup": 10,
+}  # fmt: skip
+_DEBUG_FIT: dict[str, Any] = {
+    "data_steps": 1_500, "eval_steps": 600, "num_envs": 4, "train_steps": 30,
+    "batch_size": 8, "seq_len": 8, "log_every": 10, "few_shot_ks": [1, 2],
+    "few_shot_traj_len": 16, "few_shot_steps": 5, "robustness_train_steps": 20,
+    "rollout_horizon": 4,
+}  # fmt: skip
+
+
+def preset(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Overrides ``(model, fit)`` of a named preset (``default`` changes nothing)."""
+    _one_of("preset", name, PRESETS)
+    if name == "debug":
+        return dict(_DEBUG_MODEL), dict(_DEBUG_FIT)
+    return {}, {}

@@ -1,0 +1,143 @@
+"""Hard attention gates, gated multi-head attention and the path-matrix local graph.
+
+Token layout everywhere: ``M = N + 2`` tokens per step, the N objects in observation
+order, then the action token, then the regime token (the env's ``graph_nodes`` order).
+``A[..., i, j] = 1`` means token i (child) reads token j (parent) in one layer.
+
+Choices the SPARTAN paper leaves open (documented here and in the README):
+
+- **Masked normaliser.** Attention weights are ``A_ij exp(s_ij) / sum_k A_ik exp(s_ik)``:
+  the softmax is renormalised over the kept edges, so a token that keeps one parent reads
+  it at full weight. The mask multiplies the exponentials (rather than adding -inf to the
+  scores), so the straight-through gradient reaches every gate.
+- **Self edges.** ``A_ii = 1`` always (the ``+ I`` of the path product), so the
+  normaliser is never empty.
+- **Exogenous tokens.** The action and regime tokens have no parents within a transition:
+  their rows of A are the identity in every layer, they are inputs, never updated.
+- **One gate per layer**, shared by the heads (the graph is per layer, not per head).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["GatedAttention", "HardGate", "graph_from_paths", "path_matrix"]
+
+
+class HardGate(nn.Module):
+    """Edge gates ``A_ij ~ Bernoulli(sigmoid(q_i . k_j / sqrt(d) + b))`` (SPARTAN, eq. 3).
+
+    Training samples with the binary Gumbel trick: ``hard = [logit + logistic noise > 0]``,
+    and passes gradients straight through the relaxed ``sigmoid((logit + noise) / temp)``.
+    Evaluation uses ``A = [logit > 0]``.
+
+    Args:
+        d_model: Token width.
+        d_gate: Width of the gate's own query/key projections.
+        n_objects: Number of object tokens (the rest are exogenous, see module doc).
+        bias_init: Initial bias b (positive: the graph starts open).
+        temperature: Relaxation temperature.
+    """
+
+    def __init__(
+        self, d_model: int, d_gate: int, bias_init: float = 3.0, temperature: float = 1.0
+    ) -> None:
+        super().__init__()
+        self.q = nn.Linear(d_model, d_gate)
+        self.k = nn.Linear(d_model, d_gate)
+        self.bias = nn.Parameter(torch.tensor(float(bias_init)))
+        self.scale = 1.0 / math.sqrt(d_gate)
+        self.temperature = temperature
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Gate logits (..., M, M) from tokens x (..., M, d)."""
+        return (self.q(x) @ self.k(x).transpose(-1, -2)) * self.scale + self.bias
+
+    def forward(
+        self, x: torch.Tensor, n_objects: int, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Sampled (training) or thresholded (evaluation) adjacency (..., M, M) in {0, 1}."""
+        logit = self.logits(x)
+        if self.training:
+            u = torch.rand(logit.shape, generator=generator, device=logit.device)
+            u = u.clamp(1e-6, 1 - 1e-6).to(logit.dtype)
+            soft = torch.sigmoid((logit + torch.log(u) - torch.log1p(-u)) / self.temperature)
+            hard = (soft > 0.5).to(logit.dtype)
+            a = hard + soft - soft.detach()  # straight-through
+        else:
+            a = (logit > 0).to(logit.dtype)
+        return fix_structure(a, n_objects)
+
+
+def fix_structure(a: torch.Tensor, n_objects: int) -> torch.Tensor:
+    """Set self edges to 1 and the exogenous rows (action, regime) to the identity."""
+    m = a.shape[-1]
+    eye = torch.eye(m, dtype=a.dtype, device=a.device)
+    keep = torch.zeros(m, m, dtype=a.dtype, device=a.device)
+    keep[:n_objects] = 1.0
+    keep = keep * (1.0 - eye)
+    return a * keep + eye
+
+
+class GatedAttention(nn.Module):
+    """Multi-head attention over the M tokens of a step, masked by a gate adjacency.
+
+    With ``gate=None`` (the dense baselines) it is plain softmax attention except for the
+    exogenous rows, which stay the identity in both cases, so the models differ only in
+    the gate.
+
+    Returns the attended values (..., M, d) and the head-averaged weights (..., M, M)
+    (used for the dense baselines' thresholded graph).
+    """
+
+    def __init__(self, d_model: int, n_heads: int) -> None:
+        super().__init__()
+        self.n_heads = n_heads
+        self.d_head = d_model // n_heads
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+
+    def forward(
+        self, x: torch.Tensor, adjacency: torch.Tensor, n_objects: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        *lead, m, d = x.shape
+        qkv = self.qkv(x).view(*lead, m, 3, self.n_heads, self.d_head)
+        q, k, v = qkv.unbind(-3)  # (..., M, H, dh)
+        q, k, v = (t.transpose(-2, -3) for t in (q, k, v))  # (..., H, M, dh)
+        scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.d_head)
+        # masked normaliser: A * exp(s) / sum(A * exp(s)); the diagonal keeps it > 0
+        e = torch.exp(scores - scores.amax(-1, keepdim=True).detach())
+        num = e * adjacency.unsqueeze(-3)
+        w = num / num.sum(-1, keepdim=True)
+        y = (w @ v).transpose(-2, -3).reshape(*lead, m, d)
+        return self.out(y), w.mean(-3)
+
+
+def path_matrix(adjacencies: list[torch.Tensor]) -> torch.Tensor:
+    """``Abar = (A_L + I) ... (A_1 + I)`` with the identity already inside each A.
+
+    ``Abar[..., i, j]`` counts the paths from token j (input) to token i (output) through
+    the layers; j is a parent of i iff it is >= 1 (SPARTAN, eq. 5).
+    """
+    out = adjacencies[0]
+    for a in adjacencies[1:]:
+        out = a @ out
+    return out
+
+
+def graph_from_paths(paths: torch.Tensor, n_objects: int) -> torch.Tensor:
+    """Local graph (..., N + 2, N) bool, parents x children, from a path matrix (..., M, M).
+
+    Same layout as the env's ``info["local_graph"]``: ``G[j, i]`` is true iff token j
+    reaches object i.
+    """
+    return (paths[..., :n_objects, :] >= 0.5).transpose(-1, -2)
+
+
+def soft_gate_probability(logits: torch.Tensor) -> torch.Tensor:
+    """Edge probabilities ``sigmoid(logit)`` (for logging)."""
+    return F.sigmoid(logits)

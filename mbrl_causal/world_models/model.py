@@ -1,0 +1,304 @@
+"""The world model: encoder, tokens, a dynamics core, heads, regime codebook, losses.
+
+One class serves the four names (``spartan``, ``s2ssm``, ``dense-transformer``,
+``dense-ssm``): they differ in the core (:class:`SpartanCore` or :class:`S2SSMCore`) and
+in the gate (on or off). Time alignment of a training sequence::
+
+    obs       o_0   o_1   o_2  ...  o_T         (T + 1 observations)
+    action    a_0   a_1   a_2  ...  a_{T-1}
+    reward          r_1   r_2  ...  r_T         (reward of the step o_{t-1}, a_{t-1} -> o_t)
+    cont            c_1   c_2  ...  c_T         (0 where o_t is terminal, 1 otherwise)
+    graph     G_0   G_1   ...  G_{T-1}          (G_t: parents at t of the objects at t+1)
+
+The tokens of step t are the N object latents of o_t (through an input projection plus a
+learned per-position object embedding), the action token of a_t and the regime token; the
+model predicts the latents of o_{t+1} (residually: ``z_{t+1} = z_t + out(h_t)``), r_{t+1}
+and c_{t+1} (from the mean of the object tokens), and the graph G_t.
+
+Regime tokens come from a codebook with one entry per training regime
+(``regime_ids`` maps env regime ids to entries); any (B, d_model) tensor can be passed
+instead (a fitted free token: :mod:`.adaptation`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mbrl_causal.io import write_atomic
+from mbrl_causal.world_models.config import WorldModelConfig
+from mbrl_causal.world_models.encoders import MaskedImageVAE, ObjectFeatureEncoder
+from mbrl_causal.world_models.gates import fix_structure, graph_from_paths, path_matrix
+from mbrl_causal.world_models.s2ssm import S2SSMCore
+from mbrl_causal.world_models.spartan import MLP, CoreOutput, SpartanCore
+
+__all__ = ["FORMAT", "LossTerms", "SequenceBatch", "WorldModel", "WorldModelOutput"]
+
+FORMAT = "mbrl-causal-world-model"
+FORMAT_VERSION = 1
+MAX_OBJECTS = 16
+
+
+class SequenceBatch(NamedTuple):
+    """A batch of B sequences of T transitions (see the module's time alignment).
+
+    ``obs`` is a float tensor (B, T + 1, N, 4) in objects mode, or ``{"pixels": uint8
+    (B, T + 1, H, W, 3), "masks": bool (B, T + 1, N, H, W)}`` in pixels mode.
+    """
+
+    obs: Any
+    actions: torch.Tensor  # (B, T) int64, or (B, T, A) float
+    rewards: torch.Tensor  # (B, T) float
+    conts: torch.Tensor  # (B, T) float in {0, 1}
+    regimes: torch.Tensor  # (B,) env regime ids
+    graphs: torch.Tensor  # (B, T, N + 2, N) bool, ground truth
+
+
+class WorldModelOutput(NamedTuple):
+    """Predictions for tokens of T steps.
+
+    Attributes:
+        next_latent: Predicted object latents of the next step (B, T, N, latent_dim): the
+            "next object tokens" (= next object features in objects mode).
+        reward: Predicted reward (B, T).
+        cont_logit: Continuation logit (B, T) (sigmoid: probability the episode goes on).
+        graph: Local graph (B, T, N + 2, N) bool, parents x children.
+        paths: Path matrix (B, T, M, M) (M = N + 2), differentiable in training.
+        attention: Per layer, head-averaged attention weights (B, T, M, M).
+    """
+
+    next_latent: torch.Tensor
+    reward: torch.Tensor
+    cont_logit: torch.Tensor
+    graph: torch.Tensor
+    paths: torch.Tensor
+    attention: list[torch.Tensor]
+
+
+class LossTerms(NamedTuple):
+    """The objective and its terms (scalars); ``total`` is what is minimised."""
+
+    total: torch.Tensor
+    mse: torch.Tensor  # next-latent MSE (per latent entry)
+    reward: torch.Tensor  # reward MSE
+    cont: torch.Tensor  # continuation BCE
+    sparsity: torch.Tensor  # paths per transition (object rows of the path matrix)
+    recon: torch.Tensor  # pixels: reconstruction error per object image
+    kl: torch.Tensor  # pixels: KL per object
+
+
+class WorldModel(nn.Module):
+    """A causal (or dense) world model over object tokens.
+
+    Args:
+        config: Architecture and loss weights (``config.name`` picks the model).
+        regime_ids: Env regime ids of the codebook entries, in order.
+        action_dim: Number of discrete actions, or the size of a continuous action.
+        discrete_actions: Discrete (embedding) or continuous (linear) action token.
+
+    >>> m = WorldModel(WorldModelConfig(d_model=16, n_heads=2, mlp_hidden=16), (0, 1))
+    >>> out = m(torch.zeros(2, 3, 4, 4), torch.zeros(2, 3, dtype=torch.long),
+    ...         torch.tensor([0, 1]))
+    >>> out.next_latent.shape, out.graph.shape
+    (torch.Size([2, 3, 4, 4]), torch.Size([2, 3, 6, 4]))
+    """
+
+    def __init__(
+        self, config: WorldModelConfig, regime_ids: tuple[int, ...] | list[int],
+        action_dim: int = 3, discrete_actions: bool = True,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        if not regime_ids:
+            raise ValueError("regime_ids must name at least one training regime")
+        self.config = config
+        self.regime_ids = tuple(int(r) for r in regime_ids)
+        self.action_dim, self.discrete_actions = int(action_dim), bool(discrete_actions)
+        c, d = config, config.d_model
+        self.encoder: ObjectFeatureEncoder | MaskedImageVAE = (
+            ObjectFeatureEncoder()
+            if c.obs == "objects"
+            else MaskedImageVAE(c.latent_dim, c.image_size)
+        )
+        self.latent_dim = self.encoder.latent_dim
+        self.in_proj = nn.Linear(self.latent_dim, d)
+        self.object_embedding = nn.Embedding(MAX_OBJECTS, d)
+        self.action_embedding: nn.Module = (
+            nn.Embedding(action_dim, d) if discrete_actions else nn.Linear(action_dim, d)
+        )
+        self.codebook = nn.Embedding(len(self.regime_ids), d)
+        self.type_embedding = nn.Embedding(2, d)  # action, regime
+        if c.family == "transformer":
+            self.core: SpartanCore | S2SSMCore = SpartanCore(
+                d, c.n_layers, c.n_heads, c.mlp_hidden, c.sparse, c.gate_bias_init,
+                c.gate_temperature,
+            )  # fmt: skip
+        else:
+            self.core = S2SSMCore(
+                d, c.n_layers, c.n_heads, c.mlp_hidden, c.d_state, c.expand, c.d_conv,
+                c.ssm_backend, c.sparse, c.gate_bias_init, c.gate_temperature,
+            )  # fmt: skip
+        self.out_norm = nn.LayerNorm(d)
+        self.out_proj = nn.Linear(d, self.latent_dim)
+        self.reward_head = MLP(d, c.mlp_hidden, 1)
+        self.cont_head = MLP(d, c.mlp_hidden, 1)
+        lookup = torch.full((64,), -1, dtype=torch.long)
+        lookup[list(self.regime_ids)] = torch.arange(len(self.regime_ids))
+        self.register_buffer("_regime_lookup", lookup, persistent=False)
+        # Dense baselines: attention threshold of the graph (chosen on validation data).
+        self.register_buffer("graph_threshold", torch.tensor(0.1))
+        self.extra: dict[str, Any] = {}  # what save(extra=...) stored (fit's figures)
+
+    # ------------------------------------------------------------------ tokens
+    def regime_token(self, regimes: torch.Tensor) -> torch.Tensor:
+        """Codebook tokens (B, d) of env regime ids (B,); unknown ids raise ValueError."""
+        idx = self._regime_lookup[regimes.long().clamp(0, 63)]
+        if (idx < 0).any() or (regimes < 0).any() or (regimes > 63).any():
+            bad = sorted(set(regimes[idx < 0].tolist()))
+            raise ValueError(
+                f"regime id(s) {bad} have no codebook entry; this model knows "
+                f"{list(self.regime_ids)} (fit a free token for others: adaptation)"
+            )
+        return self.codebook(idx)
+
+    def _regime(self, regime: torch.Tensor) -> torch.Tensor:
+        return self.regime_token(regime) if not regime.is_floating_point() else regime
+
+    def tokens(
+        self, latents: torch.Tensor, actions: torch.Tensor, regime: torch.Tensor
+    ) -> torch.Tensor:
+        """Tokens (B, T, N + 2, d) from latents (B, T, N, L), actions and a regime.
+
+        ``regime`` is either env ids (B,) (codebook) or tokens (B, d) (float).
+        """
+        b, t, n, _ = latents.shape
+        if n > MAX_OBJECTS:
+            raise ValueError(f"at most {MAX_OBJECTS} objects, got {n}")
+        obj = self.in_proj(latents) + self.object_embedding.weight[:n]
+        if self.discrete_actions:
+            act = self.action_embedding(actions.long())
+        else:
+            act = self.action_embedding(actions.float().reshape(b, t, self.action_dim))
+        act = act + self.type_embedding.weight[0]
+        reg = (self._regime(regime) + self.type_embedding.weight[1])[:, None].expand(b, t, -1)
+        return torch.cat([obj, act.unsqueeze(2), reg.unsqueeze(2)], 2)
+
+    # ------------------------------------------------------------------ predictions
+    def _outputs(self, latents: torch.Tensor, core: CoreOutput) -> WorldModelOutput:
+        n = latents.shape[2]
+        h = self.out_norm(core.h)
+        objects = h[:, :, :n]
+        next_latent = latents + self.out_proj(objects)
+        pooled = objects.mean(2)
+        if self.config.sparse:
+            adj = core.adjacency
+        else:  # dense: soft attention thresholded (CoDA-style baseline)
+            adj = [fix_structure((w > self.graph_threshold).float(), n) for w in core.attention]
+        paths = path_matrix(adj)
+        return WorldModelOutput(
+            next_latent, self.reward_head(pooled).squeeze(-1),
+            self.cont_head(pooled).squeeze(-1), graph_from_paths(paths.detach(), n), paths,
+            core.attention,
+        )  # fmt: skip
+
+    def forward(
+        self, latents: torch.Tensor, actions: torch.Tensor, regime: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> WorldModelOutput:  # fmt: skip
+        """Sequence mode: latents (B, T, N, L) of o_0..o_{T-1}, actions (B, T), regime."""
+        x = self.tokens(latents, actions, regime)
+        return self._outputs(latents, self.core(x, latents.shape[2], generator))
+
+    def initial_state(self, batch: int, n_objects: int) -> Any:
+        """Recurrent state for :meth:`step` (None for SPARTAN, Mamba states for S2-SSM)."""
+        device = self.codebook.weight.device
+        return self.core.initial_state(batch, n_objects + 2, device)
+
+    def step(
+        self, latent: torch.Tensor, action: torch.Tensor, regime: torch.Tensor,
+        state: Any = None,
+    ) -> tuple[WorldModelOutput, Any]:  # fmt: skip
+        """One-step mode for imagination: latent (B, N, L), action (B,) or (B, A).
+
+        Returns the outputs with T = 1 and the new recurrent state (pass ``state=None``
+        at the start of a rollout).
+        """
+        x = self.tokens(latent.unsqueeze(1), action.unsqueeze(1), regime)[:, 0]
+        core, new_state = self.core.step(x, latent.shape[1], state)  # type: ignore[arg-type]
+        return self._outputs(latent.unsqueeze(1), core), new_state
+
+    def encode(self, obs: Any) -> torch.Tensor:
+        """Object latents (B, T, N, L) of observations (see :class:`SequenceBatch`)."""
+        return self.encoder.encode(obs)
+
+    # ------------------------------------------------------------------ objective
+    def loss(
+        self, batch: SequenceBatch, sparsity_weight: float,
+        generator: torch.Generator | None = None, regime: torch.Tensor | None = None,
+    ) -> tuple[LossTerms, WorldModelOutput]:  # fmt: skip
+        """The objective on a batch; ``sparsity_weight`` is the Lagrangian's lambda.
+
+        The prediction target is the encoder's latent of the next observation with the
+        gradient stopped (the encoder is anchored by its own reconstruction term in pixels
+        mode; in objects mode the latent is the features and nothing changes).
+        """
+        c = self.config
+        z, enc = self.encoder.loss(batch.obs)
+        out = self(z[:, :-1], batch.actions, batch.regimes if regime is None else regime,
+                   generator)  # fmt: skip
+        mse = F.mse_loss(out.next_latent, z[:, 1:].detach())
+        reward = F.mse_loss(out.reward, batch.rewards.float())
+        cont = F.binary_cross_entropy_with_logits(out.cont_logit, batch.conts.float())
+        n = z.shape[2]
+        sparsity = (
+            out.paths[:, :, :n].sum((-1, -2)).mean() if c.sparse else z.new_zeros(())
+        )
+        total = c.token_weight * mse + c.reward_weight * reward + c.cont_weight * cont
+        if sparsity_weight:  # exactly zero weight adds exactly nothing
+            total = total + sparsity_weight * sparsity
+        if c.obs == "pixels":
+            total = total + c.recon_weight * enc.recon + c.kl_weight * enc.kl
+        return LossTerms(total, mse, reward, cont, sparsity, enc.recon, enc.kl), out
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        """Write the model (config, codebook ids, weights, ``extra``) atomically."""
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "format": FORMAT, "version": FORMAT_VERSION, "config": self.config.to_dict(),
+            "regime_ids": list(self.regime_ids), "action_dim": self.action_dim,
+            "discrete_actions": self.discrete_actions, "state_dict": self.state_dict(),
+            "extra": extra or {},
+        }  # fmt: skip
+        write_atomic(p, lambda t: torch.save(payload, t), ".pt")
+        return p
+
+    @classmethod
+    def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> WorldModel:
+        """Load a file written by :meth:`save`; other files raise ValueError."""
+        p = Path(path)
+        if not p.is_file():
+            raise ValueError(f"world model file {str(p)!r} does not exist")
+        try:
+            payload = torch.load(p, map_location=map_location, weights_only=True)
+        except Exception as e:
+            raise ValueError(f"{str(p)!r} is not a readable world model file ({e})") from None
+        if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+            raise ValueError(f"{str(p)!r} is not an mbrl-causal world model file")
+        if payload.get("version") != FORMAT_VERSION:
+            raise ValueError(
+                f"{str(p)!r} has format version {payload.get('version')}; "
+                f"this mbrl-causal reads version {FORMAT_VERSION}"
+            )
+        model = cls(
+            WorldModelConfig(**payload["config"]), payload["regime_ids"],
+            payload["action_dim"], payload["discrete_actions"],
+        )  # fmt: skip
+        model.load_state_dict(payload["state_dict"])
+        model.extra = payload.get("extra", {})
+        model.eval()
+        return model

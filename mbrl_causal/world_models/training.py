@@ -1,0 +1,210 @@
+"""Training and evaluation loops of the world models (infrastructure, not method).
+
+:func:`train` runs the optimiser and the sparsity Lagrangian with a progress bar and
+TensorBoard scalars; :func:`evaluate` computes every figure of a model on held-out data;
+:func:`choose_threshold` picks the dense baselines' attention threshold on validation
+data. TensorBoard keys (all means over the logged step's batch):
+
+- ``world_model/loss``: the objective; ``world_model/mse``: next-latent MSE (objects mode:
+  squared error per object feature, features scaled to about [-1, 1]);
+  ``world_model/reward_mse`` (reward units squared); ``world_model/cont_bce`` (nats);
+  ``world_model/recon`` (pixels: squared error summed per masked image) and
+  ``world_model/kl`` (pixels: nats per object);
+- ``causal/lambda`` (price of one path), ``causal/tau`` (MSE constraint level),
+  ``causal/paths`` (paths per transition in the object rows of the path matrix),
+  ``causal/edges`` and ``causal/shd`` (predicted edges and SHD per transition against the
+  env's local graphs, gates sampled as in training);
+- ``time/steps_per_s``: gradient steps per second of wall time.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mbrl_causal.world_models.data import TransitionData
+from mbrl_causal.world_models.metrics import GraphStats
+from mbrl_causal.world_models.model import LossTerms, SequenceBatch, WorldModel
+from mbrl_causal.world_models.sparsity import SparsityLagrangian
+
+__all__ = ["NonFiniteLoss", "choose_threshold", "evaluate", "make_lagrangian", "train"]
+
+THRESHOLDS = (0.02, 0.05, 0.08, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+class NonFiniteLoss(RuntimeError):
+    """A loss term became NaN or inf; the update was not applied."""
+
+
+def make_lagrangian(model: WorldModel) -> SparsityLagrangian:
+    """The Lagrangian configured by the model's config (warm-up, tau, lambda bounds)."""
+    c = model.config
+    return SparsityLagrangian(
+        tau=c.tau, tau_factor=c.tau_factor, warmup=c.sparsity_warmup,
+        lambda_init=c.lambda_init, lambda_min=c.lambda_min, lambda_max=c.lambda_max,
+        lr=c.lambda_lr, ema=c.mse_ema,
+    )  # fmt: skip
+
+
+def check_finite(terms: LossTerms) -> None:
+    """Raise :class:`NonFiniteLoss` naming the first NaN/inf term."""
+    for name, value in terms._asdict().items():
+        if not torch.isfinite(value).all():
+            raise NonFiniteLoss(
+                f"world-model loss term {name!r} is {value.item()}; the update was skipped "
+                "(lower the learning rate or check the data)"
+            )
+
+
+def train(
+    model: WorldModel, sample: Callable[[], SequenceBatch], steps: int, lr: float = 1e-3,
+    grad_clip: float = 10.0, seed: int = 0, lagrangian: SparsityLagrangian | None = None,
+    log: Callable[[str, float, int], None] | None = None, log_every: int = 50,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+) -> dict[str, float]:  # fmt: skip
+    """Train ``model`` for ``steps`` gradient steps on batches from ``sample``.
+
+    Adam with a cosine decay of the learning rate to 10%; the Lagrangian (sparse models)
+    sets the weight of the path count. Returns the last logged figures.
+    """
+    lag = lagrangian if lagrangian is not None else make_lagrangian(model)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s / steps, 1.0)))
+    )
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    start, last = time.perf_counter(), {}
+    for step in range(1, steps + 1):
+        batch = sample()
+        weight = lag.value if model.config.sparse else 0.0
+        terms, out = model.loss(batch, weight, gen)
+        check_finite(terms)
+        opt.zero_grad(set_to_none=True)
+        terms.total.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        opt.step()
+        sched.step()
+        if model.config.sparse:
+            lag.update(float(terms.mse.detach()))
+        if step % log_every == 0 or step == steps:
+            last = _figures(terms, out.graph, batch, lag, step / (time.perf_counter() - start))
+            if log is not None:
+                for k, v in last.items():
+                    log(k, v, step)
+        if on_step is not None:
+            on_step(step, last)
+    return last
+
+
+def _figures(
+    terms: LossTerms, graph: torch.Tensor, batch: SequenceBatch, lag: SparsityLagrangian,
+    rate: float,
+) -> dict[str, float]:  # fmt: skip
+    stats = GraphStats()
+    stats.add(graph, batch.graphs)
+    g = stats.result()
+    return {
+        "world_model/loss": float(terms.total), "world_model/mse": float(terms.mse),
+        "world_model/reward_mse": float(terms.reward), "world_model/cont_bce": float(terms.cont),
+        "world_model/recon": float(terms.recon), "world_model/kl": float(terms.kl),
+        "causal/lambda": lag.value, "causal/tau": float(lag.tau or 0.0),
+        "causal/paths": float(terms.sparsity), "causal/edges": g["edges"],
+        "causal/shd": g["shd"], "time/steps_per_s": rate,
+    }  # fmt: skip
+
+
+def eval_starts(data: TransitionData, length: int, limit: int | None = None) -> np.ndarray:
+    """Non-overlapping windows (every ``length``-th start) of held-out data."""
+    starts = data.window_starts(length)
+    starts = starts[starts[:, 1] % length == 0]
+    return starts if limit is None else starts[:limit]
+
+
+@torch.no_grad()
+def evaluate(
+    model: WorldModel, data: TransitionData, obs: str, length: int, batch_size: int = 64,
+    regime: torch.Tensor | None = None, objects: int | None = None, limit: int | None = None,
+) -> dict[str, float]:  # fmt: skip
+    """Figures of ``model`` on held-out ``data`` (deterministic gates).
+
+    Returns ``mse`` (next-latent MSE; objects mode: object features), ``reward_mse``,
+    ``cont_bce`` and the graph figures (:mod:`.metrics`). ``regime`` replaces the data's
+    regime (a fitted token); ``objects`` keeps only the first ``objects`` objects in the
+    input and scores only those (the distractor-removal protocol).
+    """
+    model.eval()
+    starts = eval_starts(data, length, limit)
+    if len(starts) == 0:
+        raise ValueError(f"no held-out window of {length} steps; collect more eval data")
+    stats, sq, rew, cont, count = GraphStats(), 0.0, 0.0, 0.0, 0
+    for i in range(0, len(starts), batch_size):
+        b = data.batch(starts[i : i + batch_size], length, obs)
+        z = model.encode(b.obs)
+        n = z.shape[2] if objects is None else objects
+        z = z[:, :, :n]
+        reg = b.regimes if regime is None else regime.expand(len(z), -1)
+        out = model(z[:, :-1], b.actions, reg)
+        k = len(z)
+        sq += float(F.mse_loss(out.next_latent, z[:, 1:])) * k
+        rew += float(F.mse_loss(out.reward, b.rewards)) * k
+        cont += float(F.binary_cross_entropy_with_logits(out.cont_logit, b.conts)) * k
+        true = b.graphs if objects is None else _keep_objects(b.graphs, n)
+        stats.add(out.graph, true)
+        count += k
+    return {"mse": sq / count, "reward_mse": rew / count, "cont_bce": cont / count,
+            **stats.result()}  # fmt: skip
+
+
+def _keep_objects(graphs: torch.Tensor, n: int) -> torch.Tensor:
+    total = graphs.shape[-1]
+    parents = torch.cat([graphs[..., :n, :], graphs[..., total:, :]], -2)
+    return parents[..., :n]
+
+
+@torch.no_grad()
+def rollout_mse(
+    model: WorldModel, data: TransitionData, obs: str, horizon: int, limit: int = 256
+) -> float:
+    """Open-loop error: from o_0, predict H steps feeding the model its own latents;
+    the mean over the H steps of the MSE against the encoded true observations."""
+    model.eval()
+    starts = eval_starts(data, horizon, limit)
+    if len(starts) == 0:
+        return float("nan")
+    b = data.batch(starts, horizon, obs)
+    z = model.encode(b.obs)
+    latent, state, err = z[:, 0], model.initial_state(len(z), z.shape[2]), 0.0
+    for t in range(horizon):
+        out, state = model.step(latent, b.actions[:, t], b.regimes, state)
+        latent = out.next_latent[:, 0]
+        err += float(F.mse_loss(latent, z[:, t + 1]))
+    return err / horizon
+
+
+@torch.no_grad()
+def choose_threshold(
+    model: WorldModel, data: TransitionData, obs: str, length: int, limit: int = 128
+) -> float:
+    """Dense baselines: set the attention threshold that minimises SHD on ``data``."""
+    if model.config.sparse:
+        return float("nan")
+    best, best_shd = THRESHOLDS[0], math.inf
+    for theta in THRESHOLDS:
+        model.graph_threshold.fill_(theta)
+        shd = evaluate(model, data, obs, length, limit=limit)["shd"]
+        if shd < best_shd:
+            best, best_shd = theta, shd
+    model.graph_threshold.fill_(best)
+    return best
+
+
+def summary(figures: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """The named subset of a figures dict."""
+    return {k: figures[k] for k in keys}
