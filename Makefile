@@ -37,8 +37,10 @@ lint: $(STAMP)  ## ruff and mypy
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench: $(STAMP)  ## environment speed benchmark (JSON in runs/bench_envs.json)
+bench: $(STAMP)  ## speed benchmarks (JSON in runs/bench_envs.json, runs/bench_models.json)
+	$(BIN)/python -m pip install -e ".[$(EXTRAS),bench]"
 	$(BIN)/mbrl-causal bench envs --json runs/bench_envs.json
+	$(BIN)/mbrl-causal bench models --json runs/bench_models.json
 
 clean:  ## remove the virtual environment
 	rm -rf $(VENV)

@@ -64,7 +64,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="also write the per-episode results as JSON")
 
     p = sub.add_parser(
-        "fit", help="collect data, train a world model, evaluate it (graph, few-shot, "
+        "fit",
+        help="collect data, train a world model, evaluate it (graph, few-shot, "
         "robustness) and write JSON",
     )
     p.add_argument("--env", default="InterventionalPong-v0", help="registered env id")
@@ -72,8 +73,11 @@ def _build_parser() -> argparse.ArgumentParser:
                    choices=("spartan", "s2ssm", "dense-transformer", "dense-ssm"))  # fmt: skip
     p.add_argument("--obs", choices=("objects", "pixels"), default="objects",
                    help="per-object features or masked images through a conv VAE")  # fmt: skip
-    p.add_argument("--regimes", default="simple",
-                   help="simple (0-6), all, or comma-separated ids/names (default simple)")  # fmt: skip
+    p.add_argument(
+        "--regimes",
+        default="simple",
+        help="simple (0-6), all, or comma-separated ids/names (default simple)",
+    )
     p.add_argument("--data-steps", type=_positive_int, help="env steps of training data")
     p.add_argument("--train-steps", type=_positive_int, help="gradient steps")
     p.add_argument("--preset", choices=("default", "debug"), default="default",
@@ -94,6 +98,12 @@ def _build_parser() -> argparse.ArgumentParser:
     b.add_argument("--vector-steps", type=_positive_int, default=2_000,
                    help="vector-env steps per run (each steps 64 envs)")  # fmt: skip
     b.add_argument("--ale-steps", type=_positive_int, default=10_000, help="ALE Pong steps per run")
+    b.add_argument("--repeats", type=_positive_int, default=3, help="timed runs (median reported)")
+    b = bench.add_parser(
+        "models", help="world-model train-step time vs TransformerEncoder and mambapy"
+    )
+    b.add_argument("--json", metavar="FILE", help="write the results to FILE")
+    b.add_argument("--steps", type=_positive_int, default=20, help="train steps per timed run")
     b.add_argument("--repeats", type=_positive_int, default=3, help="timed runs (median reported)")
     return parser
 
@@ -117,12 +127,40 @@ def _cmd_envs(args: argparse.Namespace) -> None:
     Console().print(table)
 
 
+def _cmd_bench_models(args: argparse.Namespace) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from mbrl_causal.world_models.bench import bench_models
+
+    path = output_file(args.json) if args.json else None
+    with Console(stderr=True).status("benchmarking") as status:
+        result = bench_models(args.steps, args.repeats,
+                              progress=lambda m: status.update(f"benchmarking {m}"))  # fmt: skip
+    table = Table(title="train step, ms (median of runs)")
+    table.add_column("case")
+    table.add_column("ms/step", justify="right")
+    for key, value in result.items():
+        if isinstance(value, dict) and ("ms_per_step" in value or "skipped" in value):
+            ms = value.get("ms_per_step")
+            table.add_row(key, f"{ms:.1f}" if ms is not None else value["skipped"])
+    for key, value in result["ratios"].items():
+        table.add_row(key, "-" if value is None else f"{value:.2f}x")
+    Console().print(table)
+    if path is not None:
+        write_json(path, result)
+        print(f"wrote {path}")
+
+
 def _cmd_bench(args: argparse.Namespace) -> None:
     from rich.console import Console
     from rich.table import Table
 
     from mbrl_causal.bench import bench_envs
 
+    if args.bench == "models":
+        _cmd_bench_models(args)
+        return
     console = Console(stderr=True)
     path = output_file(args.json) if args.json else None
     with console.status("benchmarking") as status:

@@ -38,9 +38,13 @@ __all__ = [
 
 
 def make_world_model(
-    name: str, regime_ids: list[int] | tuple[int, ...], action_dim: int = 3,
-    discrete_actions: bool = True, **fields: Any,
-) -> WorldModel:  # fmt: skip
+    name: str,
+    regime_ids: list[int] | tuple[int, ...],
+    action_dim: int = 3,
+    discrete_actions: bool = True,
+    **fields: Any,
+) -> WorldModel:
     """A world model by name; ``fields`` are :class:`WorldModelConfig` fields."""
-    return WorldModel(WorldModelConfig(name=name, **fields), regime_ids, action_dim,
-                      discrete_actions)  # fmt: skip
+    return WorldModel(
+        WorldModelConfig(name=name, **fields), regime_ids, action_dim, discrete_actions
+    )

@@ -38,9 +38,12 @@ def _prediction_mse(model: WorldModel, batch: SequenceBatch, token: torch.Tensor
 
 
 def fit_regime_token(
-    model: WorldModel, batch: SequenceBatch, steps: int = 150, lr: float = 0.05,
+    model: WorldModel,
+    batch: SequenceBatch,
+    steps: int = 150,
+    lr: float = 0.05,
     init: torch.Tensor | None = None,
-) -> torch.Tensor:  # fmt: skip
+) -> torch.Tensor:
     """Fit a free regime token (d_model,) on ``batch`` with the model frozen.
 
     Args:

@@ -61,7 +61,7 @@ class WorldModelConfig:
     d_conv: int = 4
     """S2-SSM: causal depthwise convolution width of the Mamba layer."""
     ssm_backend: str = "auto"
-    """``auto`` (mamba_ssm kernels on CUDA when importable, else torch), ``torch``, ``mamba_ssm``."""
+    """``auto`` (mamba_ssm kernels on CUDA if importable, else torch), ``torch``, ``mamba_ssm``."""
     latent_dim: int = 16
     """Pixels mode: VAE latent size per object (objects mode uses the 4 features as is)."""
     image_size: int = 32
@@ -102,12 +102,24 @@ class WorldModelConfig:
         _one_of("world_model", self.name, WORLD_MODELS)
         _one_of("obs", self.obs, OBS_SETTINGS)
         _one_of("ssm_backend", self.ssm_backend, SSM_BACKENDS)
-        for k in ("d_model", "n_layers", "n_heads", "mlp_hidden", "d_state", "expand",
-                  "d_conv", "latent_dim", "gate_temperature", "tau_factor", "lambda_init",
-                  "lambda_max", "lambda_min", "lambda_lr"):  # fmt: skip
+        for k in (
+            "d_model",
+            "n_layers",
+            "n_heads",
+            "mlp_hidden",
+            "d_state",
+            "expand",
+            "d_conv",
+            "latent_dim",
+            "gate_temperature",
+            "tau_factor",
+            "lambda_init",
+            "lambda_max",
+            "lambda_min",
+            "lambda_lr",
+        ):
             _positive(k, getattr(self, k))
-        for k in ("kl_weight", "recon_weight", "reward_weight", "cont_weight",
-                  "sparsity_warmup"):  # fmt: skip
+        for k in ("kl_weight", "recon_weight", "reward_weight", "cont_weight", "sparsity_warmup"):
             _positive(k, getattr(self, k), allow_zero=True)
         if self.tau is not None:
             _positive("tau", self.tau, allow_zero=True)
@@ -178,9 +190,21 @@ class FitConfig:
     """torch threads (0: leave torch's default)."""
 
     def __post_init__(self) -> None:
-        for k in ("data_steps", "eval_steps", "num_envs", "train_steps", "batch_size",
-                  "seq_len", "lr", "log_every", "few_shot_traj_len", "few_shot_steps",
-                  "robustness_train_steps", "rollout_horizon", "grad_clip"):  # fmt: skip
+        for k in (
+            "data_steps",
+            "eval_steps",
+            "num_envs",
+            "train_steps",
+            "batch_size",
+            "seq_len",
+            "lr",
+            "log_every",
+            "few_shot_traj_len",
+            "few_shot_steps",
+            "robustness_train_steps",
+            "rollout_horizon",
+            "grad_clip",
+        ):
             _positive(k, getattr(self, k))
         if not 0.0 <= self.random_fraction <= 1.0:
             raise ValueError(f"random_fraction must be in [0, 1], got {self.random_fraction}")
@@ -194,15 +218,28 @@ class FitConfig:
 
 
 _DEBUG_MODEL: dict[str, Any] = {
-    "d_model": 32, "n_layers": 2, "n_heads": 2, "mlp_hidden": 64, "d_state": 4,
-    "latent_dim": 8, "sparsity_warmup": 10,
-}  # fmt: skip
+    "d_model": 32,
+    "n_layers": 2,
+    "n_heads": 2,
+    "mlp_hidden": 64,
+    "d_state": 4,
+    "latent_dim": 8,
+    "sparsity_warmup": 10,
+}
 _DEBUG_FIT: dict[str, Any] = {
-    "data_steps": 1_500, "eval_steps": 600, "num_envs": 4, "train_steps": 30,
-    "batch_size": 8, "seq_len": 8, "log_every": 10, "few_shot_ks": [1, 2],
-    "few_shot_traj_len": 16, "few_shot_steps": 5, "robustness_train_steps": 20,
+    "data_steps": 1_500,
+    "eval_steps": 600,
+    "num_envs": 4,
+    "train_steps": 30,
+    "batch_size": 8,
+    "seq_len": 8,
+    "log_every": 10,
+    "few_shot_ks": [1, 2],
+    "few_shot_traj_len": 16,
+    "few_shot_steps": 5,
+    "robustness_train_steps": 20,
     "rollout_horizon": 4,
-}  # fmt: skip
+}
 
 
 def preset(name: str) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -102,14 +102,17 @@ class TransitionData:
 
     def select_rows(self, rows: np.ndarray | Sequence[int]) -> TransitionData:
         rows = np.asarray(rows)
-        return TransitionData(**{
-            k: (None if v is None else v[rows]) for k, v in self.__dict__.items()
-        })  # fmt: skip
+        return TransitionData(
+            **{k: (None if v is None else v[rows]) for k, v in self.__dict__.items()}  # type: ignore[arg-type]
+        )
 
     def batch(
-        self, starts: np.ndarray, length: int, obs: str = "objects",
+        self,
+        starts: np.ndarray,
+        length: int,
+        obs: str = "objects",
         device: torch.device | str = "cpu",
-    ) -> SequenceBatch:  # fmt: skip
+    ) -> SequenceBatch:
         """A :class:`SequenceBatch` of the windows at ``starts`` (K, 2)."""
         r = starts[:, 0:1]
         t = starts[:, 1:2] + np.arange(length)[None]
@@ -147,10 +150,15 @@ class TransitionData:
 
 
 def collect(
-    env_id: str, regimes: Sequence[int], steps: int, seed: int, num_envs: int = 8,
-    obs: str = "objects", random_fraction: float = 0.5,
+    env_id: str,
+    regimes: Sequence[int],
+    steps: int,
+    seed: int,
+    num_envs: int = 8,
+    obs: str = "objects",
+    random_fraction: float = 0.5,
     progress: Callable[[int], None] | None = None,
-) -> TransitionData:  # fmt: skip
+) -> TransitionData:
     """Collect about ``steps`` env steps, split evenly over ``regimes``.
 
     Each regime gets its own native vector env of ``env_id`` with the regime fixed (the
@@ -170,22 +178,32 @@ def collect(
     parts = []
     for k, regime in enumerate(regimes):
         env = gym.make_vec(
-            env_id, num_envs=num_envs, vectorization_mode="vector_entry_point",
-            regime_schedule=int(regime), obs_mode="objects" if obs == "objects" else "dict",
-        )  # fmt: skip
+            env_id,
+            num_envs=num_envs,
+            vectorization_mode="vector_entry_point",
+            regime_schedule=int(regime),
+            obs_mode="objects" if obs == "objects" else "dict",
+        )
         rng = np.random.default_rng([seed, k])
         parts.append(_rollout(env, per_env, seed + 1000 * k, random_prob, rng, obs, progress))
         env.close()
-    return TransitionData(**{
-        key: (None if parts[0][key] is None else np.concatenate([p[key] for p in parts]))
-        for key in parts[0]
-    })  # fmt: skip
+    return TransitionData(
+        **{  # type: ignore[arg-type]
+            key: (None if parts[0][key] is None else np.concatenate([p[key] for p in parts]))
+            for key in parts[0]
+        }
+    )
 
 
 def _rollout(
-    env: gym.vector.VectorEnv, steps: int, seed: int, random_prob: np.ndarray,
-    rng: np.random.Generator, obs_mode: str, progress: Callable[[int], None] | None,
-) -> dict[str, np.ndarray | None]:  # fmt: skip
+    env: gym.vector.VectorEnv,
+    steps: int,
+    seed: int,
+    random_prob: np.ndarray,
+    rng: np.random.Generator,
+    obs_mode: str,
+    progress: Callable[[int], None] | None,
+) -> dict[str, np.ndarray | None]:
     n = env.num_envs
     o, info = env.reset(seed=seed)
     pix = obs_mode == "pixels"
@@ -224,7 +242,14 @@ def _rollout(
         raise ValueError("collect needs at least one step")
     t = lambda x: None if x is None else np.swapaxes(x, 0, 1)  # noqa: E731  (time, env) -> rows
     return {
-        "objects": t(out_obj), "pixels": t(out_pix), "masks": t(out_mask), "actions": t(acts),
-        "rewards": t(rew), "terminated": t(term), "truncated": t(trunc), "valid": t(valid),
-        "graphs": t(graphs), "regimes": regime.astype(np.int64),
-    }  # fmt: skip
+        "objects": t(out_obj),
+        "pixels": t(out_pix),
+        "masks": t(out_mask),
+        "actions": t(acts),
+        "rewards": t(rew),
+        "terminated": t(term),
+        "truncated": t(trunc),
+        "valid": t(valid),
+        "graphs": t(graphs),
+        "regimes": regime.astype(np.int64),
+    }

@@ -71,19 +71,25 @@ class MaskedImageVAE(nn.Module):
         self.latent_dim = latent_dim
         self.image_size = image_size
         self.enc = nn.Sequential(
-            nn.Conv2d(3, width, 4, 2, 1), nn.SiLU(),
-            nn.Conv2d(width, 2 * width, 4, 2, 1), nn.SiLU(),
-            nn.Conv2d(2 * width, 2 * width, 4, 2, 1), nn.SiLU(),
-            nn.AdaptiveAvgPool2d(4), nn.Flatten(),
-        )  # fmt: skip
+            nn.Conv2d(3, width, 4, 2, 1),
+            nn.SiLU(),
+            nn.Conv2d(width, 2 * width, 4, 2, 1),
+            nn.SiLU(),
+            nn.Conv2d(2 * width, 2 * width, 4, 2, 1),
+            nn.SiLU(),
+            nn.AdaptiveAvgPool2d(4),
+            nn.Flatten(),
+        )
         self.to_stats = nn.Linear(2 * width * 16, 2 * latent_dim)
         self.from_latent = nn.Linear(latent_dim, 2 * width * 16)
         self.dec = nn.Sequential(
             nn.Unflatten(1, (2 * width, 4, 4)),
-            nn.ConvTranspose2d(2 * width, 2 * width, 4, 2, 1), nn.SiLU(),
-            nn.ConvTranspose2d(2 * width, width, 4, 2, 1), nn.SiLU(),
+            nn.ConvTranspose2d(2 * width, 2 * width, 4, 2, 1),
+            nn.SiLU(),
+            nn.ConvTranspose2d(2 * width, width, 4, 2, 1),
+            nn.SiLU(),
             nn.ConvTranspose2d(width, 3, 4, 2, 1),
-        )  # fmt: skip
+        )
 
     def _stats(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         lead = images.shape[:-3]

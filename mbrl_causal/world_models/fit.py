@@ -72,15 +72,25 @@ class _Progress:
     def __init__(self, enabled: bool) -> None:
         from rich.console import Console
         from rich.progress import (
-            BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
             TimeRemainingColumn,
-        )  # fmt: skip
+        )
 
         self.bar = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-            console=Console(stderr=True), disable=not enabled, transient=False,
-        )  # fmt: skip
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"),
+            console=Console(stderr=True),
+            disable=not enabled,
+            transient=False,
+        )
 
     def __enter__(self) -> _Progress:
         self.bar.__enter__()
@@ -93,7 +103,10 @@ class _Progress:
         tid = self.bar.add_task(description, total=total, info="")
 
         def advance(n: int = 1, info: str | None = None) -> None:
-            self.bar.update(tid, advance=n, **({"info": info} if info is not None else {}))
+            if info is None:
+                self.bar.update(tid, advance=n)
+            else:
+                self.bar.update(tid, advance=n, info=info)
 
         return advance
 
@@ -103,30 +116,55 @@ def _collect(
 ) -> TransitionData:
     f = run.fit
     advance = bar.task(f"collect {what}", steps)
-    return collect(env, regimes, steps, seed, f.num_envs, run.model.obs, f.random_fraction,
-                   progress=lambda n: advance(n))  # fmt: skip
+    return collect(
+        env,
+        regimes,
+        steps,
+        seed,
+        f.num_envs,
+        run.model.obs,
+        f.random_fraction,
+        progress=lambda n: advance(n),
+    )
 
 
 def _train(
-    run: FitRun, data: TransitionData, regimes: list[int], steps: int, bar: _Progress,
-    what: str, writer: Any = None,
-) -> WorldModel:  # fmt: skip
+    run: FitRun,
+    data: TransitionData,
+    regimes: list[int],
+    steps: int,
+    bar: _Progress,
+    what: str,
+    writer: Any = None,
+) -> WorldModel:
     f = run.fit
     model = WorldModel(run.model, regimes)
-    sample = data.sampler(f.seq_len, f.batch_size, np.random.default_rng([run.seed, 7]),
-                          run.model.obs)  # fmt: skip
+    sample = data.sampler(
+        f.seq_len, f.batch_size, np.random.default_rng([run.seed, 7]), run.model.obs
+    )
     advance = bar.task(f"train {what}", steps)
 
     def on_step(step: int, last: dict[str, float]) -> None:
         info = (
             f"mse {last['world_model/mse']:.2e} edges {last['causal/edges']:.2f} "
-            f"lambda {last['causal/lambda']:.1e}" if last else ""
-        )  # fmt: skip
+            f"lambda {last['causal/lambda']:.1e}"
+            if last
+            else ""
+        )
         advance(1, info)
 
     log = None if writer is None else writer.add_scalar
-    train(model, sample, steps, f.lr, f.grad_clip, run.seed, log=log, log_every=f.log_every,
-          on_step=on_step)  # fmt: skip
+    train(
+        model,
+        sample,
+        steps,
+        f.lr,
+        f.grad_clip,
+        run.seed,
+        log=log,
+        log_every=f.log_every,
+        on_step=on_step,
+    )
     return model
 
 
@@ -156,16 +194,31 @@ def _few_shot(run: FitRun, model: WorldModel, env: str, bar: _Progress) -> dict[
     kmax, length = max(f.few_shot_ks), f.few_shot_traj_len
     reference = None
     if f.few_shot_reference:
-        ref_data = _collect(run, env, held_out, f.data_steps, run.seed + 30_000, bar,
-                            "reference data (composite regimes)")  # fmt: skip
+        ref_data = _collect(
+            run,
+            env,
+            held_out,
+            f.data_steps,
+            run.seed + 30_000,
+            bar,
+            "reference data (composite regimes)",
+        )
         reference = _train(run, ref_data, held_out, f.train_steps, bar, "reference model")
     result: dict[str, Any] = {}
     advance = bar.task("few-shot adaptation", len(held_out) * len(f.few_shot_ks))
     for rid in held_out:
-        adapt = collect(env, [rid], kmax * (length + 40), run.seed + 40_000 + rid, kmax, obs,
-                        f.random_fraction)  # fmt: skip
-        test = collect(env, [rid], f.eval_steps // 2, run.seed + 50_000 + rid, f.num_envs, obs,
-                       f.random_fraction)  # fmt: skip
+        adapt = collect(
+            env, [rid], kmax * (length + 40), run.seed + 40_000 + rid, kmax, obs, f.random_fraction
+        )
+        test = collect(
+            env,
+            [rid],
+            f.eval_steps // 2,
+            run.seed + 50_000 + rid,
+            f.num_envs,
+            obs,
+            f.random_fraction,
+        )
         starts = _one_window_per_row(adapt, length)
         curve: dict[str, Any] = {}
         for k in f.few_shot_ks:
@@ -196,10 +249,18 @@ def _one_window_per_row(data: TransitionData, length: int) -> np.ndarray:
 
 def _robustness(run: FitRun, regimes: list[int], bar: _Progress) -> dict[str, Any]:
     f, obs = run.fit, run.model.obs
-    data = _collect(run, DISTRACTOR_ENV, regimes, f.data_steps, run.seed + 60_000, bar,
-                    "distractor data")  # fmt: skip
-    test = _collect(run, DISTRACTOR_ENV, regimes, f.eval_steps // 2, run.seed + 70_000, bar,
-                    "distractor test data")  # fmt: skip
+    data = _collect(
+        run, DISTRACTOR_ENV, regimes, f.data_steps, run.seed + 60_000, bar, "distractor data"
+    )
+    test = _collect(
+        run,
+        DISTRACTOR_ENV,
+        regimes,
+        f.eval_steps // 2,
+        run.seed + 70_000,
+        bar,
+        "distractor test data",
+    )
     model = _train(run, data, regimes, f.robustness_train_steps, bar, "distractor model")
     choose_threshold(model, test, obs, f.seq_len)
     n_real = 4  # opponent, agent, ball, score: the distractors come after them
@@ -207,11 +268,12 @@ def _robustness(run: FitRun, regimes: list[int], bar: _Progress) -> dict[str, An
     real_only = evaluate(model, test, obs, f.seq_len, objects=n_real)
     with_real = _real_object_mse(model, test, obs, f.seq_len, n_real)
     return {
-        "env": DISTRACTOR_ENV, "mse_with_distractors": with_real,
+        "env": DISTRACTOR_ENV,
+        "mse_with_distractors": with_real,
         "mse_without_distractors": real_only["mse"],
         "error_change_pct": 100.0 * (real_only["mse"] - with_real) / with_real,
         "shd_with_distractors": with_d["shd"],
-    }  # fmt: skip
+    }
 
 
 @torch.no_grad()
@@ -245,14 +307,18 @@ def fit(run: FitRun, env: str | None = None) -> dict[str, Any]:
     regimes = parse_regimes(f.regimes)
     run.out.mkdir(parents=True, exist_ok=True)
     config = {"model": run.model.to_dict(), "fit": f.to_dict(), "seed": run.seed, "env": env}
-    write_atomic(run.out / "config.yaml",
-                 lambda p: p.write_text(yaml.safe_dump(config, sort_keys=False)), ".yaml")  # fmt: skip
+    write_atomic(
+        run.out / "config.yaml",
+        lambda p: p.write_text(yaml.safe_dump(config, sort_keys=False)),
+        ".yaml",
+    )
     writer = SummaryWriter(str(run.out / "tb"))
     try:
         with _Progress(run.show_progress) as bar:
             data = _collect(run, env, regimes, f.data_steps, run.seed, bar, "training data")
-            held = _collect(run, env, regimes, f.eval_steps, run.seed + 10_000, bar,
-                            "held-out data")  # fmt: skip
+            held = _collect(
+                run, env, regimes, f.eval_steps, run.seed + 10_000, bar, "held-out data"
+            )
             val, test = _split(held)
             t0 = time.perf_counter()
             model = _train(run, data, regimes, f.train_steps, bar, run.model.name, writer)
@@ -261,12 +327,14 @@ def fit(run: FitRun, env: str | None = None) -> dict[str, Any]:
             overall = evaluate(model, test, run.model.obs, f.seq_len)
             overall["rollout_mse"] = rollout_mse(model, test, run.model.obs, f.rollout_horizon)
             record: dict[str, Any] = {
-                "world_model": run.model.name, "obs": run.model.obs, "env": env,
+                "world_model": run.model.name,
+                "obs": run.model.obs,
+                "env": env,
                 "overall": {**_keys(overall), "rollout_mse": overall["rollout_mse"]},
                 "per_regime": _per_regime(model, test, run),
                 "graph_threshold": None if run.model.sparse else threshold,
                 "train_seconds": seconds,
-            }  # fmt: skip
+            }
             model.save(run.out / "model.pt", extra={"overall": record["overall"]})
             record["few_shot"] = _few_shot(run, model, env, bar)
             record["robustness"] = _robustness(run, regimes, bar) if f.robustness else None
@@ -286,6 +354,13 @@ def summary_table(record: dict[str, Any]) -> Any:
         table.add_column(col, justify="right" if col != "regime" else "left")
     rows = [("overall", record["overall"]), *record["per_regime"].items()]
     for name, r in rows:
-        table.add_row(name, f"{r['mse']:.2e}", f"{r['shd']:.3f}", f"{r['precision']:.3f}",
-                      f"{r['recall']:.3f}", f"{r['edges']:.2f}", f"{r['true_edges']:.2f}")  # fmt: skip
+        table.add_row(
+            name,
+            f"{r['mse']:.2e}",
+            f"{r['shd']:.3f}",
+            f"{r['precision']:.3f}",
+            f"{r['recall']:.3f}",
+            f"{r['edges']:.2f}",
+            f"{r['true_edges']:.2f}",
+        )
     return table

@@ -67,7 +67,7 @@ class HardGate(nn.Module):
             u = u.clamp(1e-6, 1 - 1e-6).to(logit.dtype)
             soft = torch.sigmoid((logit + torch.log(u) - torch.log1p(-u)) / self.temperature)
             hard = (soft > 0.5).to(logit.dtype)
-            a = hard + soft - soft.detach()  # straight-through
+            a = hard + (soft - soft.detach())  # straight-through, exactly 0/1 forward
         else:
             a = (logit > 0).to(logit.dtype)
         return fix_structure(a, n_objects)

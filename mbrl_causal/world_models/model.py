@@ -10,7 +10,7 @@ in the gate (on or off). Time alignment of a training sequence::
     cont            c_1   c_2  ...  c_T         (0 where o_t is terminal, 1 otherwise)
     graph     G_0   G_1   ...  G_{T-1}          (G_t: parents at t of the objects at t+1)
 
-The tokens of step t are the N object latents of o_t (through an input projection plus a
+The tokens of step t are the N object latents of o_t (through a per-object MLP plus a
 learned per-position object embedding), the action token of a_t and the regime token; the
 model predicts the latents of o_{t+1} (residually: ``z_{t+1} = z_t + out(h_t)``), r_{t+1}
 and c_{t+1} (from the mean of the object tokens), and the graph G_t.
@@ -108,9 +108,12 @@ class WorldModel(nn.Module):
     """
 
     def __init__(
-        self, config: WorldModelConfig, regime_ids: tuple[int, ...] | list[int],
-        action_dim: int = 3, discrete_actions: bool = True,
-    ) -> None:  # fmt: skip
+        self,
+        config: WorldModelConfig,
+        regime_ids: tuple[int, ...] | list[int],
+        action_dim: int = 3,
+        discrete_actions: bool = True,
+    ) -> None:
         super().__init__()
         if not regime_ids:
             raise ValueError("regime_ids must name at least one training regime")
@@ -124,7 +127,12 @@ class WorldModel(nn.Module):
             else MaskedImageVAE(c.latent_dim, c.image_size)
         )
         self.latent_dim = self.encoder.latent_dim
-        self.in_proj = nn.Linear(self.latent_dim, d)
+        # per-object tokeniser: a small MLP, so that the first layer's gate already sees
+        # non-linear features of each object (a bilinear q.k of raw features cannot
+        # express proximity, which decides the collision edges)
+        self.in_proj = nn.Sequential(
+            nn.Linear(self.latent_dim, c.mlp_hidden), nn.SiLU(), nn.Linear(c.mlp_hidden, d)
+        )
         self.object_embedding = nn.Embedding(MAX_OBJECTS, d)
         self.action_embedding: nn.Module = (
             nn.Embedding(action_dim, d) if discrete_actions else nn.Linear(action_dim, d)
@@ -133,22 +141,38 @@ class WorldModel(nn.Module):
         self.type_embedding = nn.Embedding(2, d)  # action, regime
         if c.family == "transformer":
             self.core: SpartanCore | S2SSMCore = SpartanCore(
-                d, c.n_layers, c.n_heads, c.mlp_hidden, c.sparse, c.gate_bias_init,
+                d,
+                c.n_layers,
+                c.n_heads,
+                c.mlp_hidden,
+                c.sparse,
+                c.gate_bias_init,
                 c.gate_temperature,
-            )  # fmt: skip
+            )
         else:
             self.core = S2SSMCore(
-                d, c.n_layers, c.n_heads, c.mlp_hidden, c.d_state, c.expand, c.d_conv,
-                c.ssm_backend, c.sparse, c.gate_bias_init, c.gate_temperature,
-            )  # fmt: skip
+                d,
+                c.n_layers,
+                c.n_heads,
+                c.mlp_hidden,
+                c.d_state,
+                c.expand,
+                c.d_conv,
+                c.ssm_backend,
+                c.sparse,
+                c.gate_bias_init,
+                c.gate_temperature,
+            )
         self.out_norm = nn.LayerNorm(d)
         self.out_proj = nn.Linear(d, self.latent_dim)
         self.reward_head = MLP(d, c.mlp_hidden, 1)
         self.cont_head = MLP(d, c.mlp_hidden, 1)
         lookup = torch.full((64,), -1, dtype=torch.long)
         lookup[list(self.regime_ids)] = torch.arange(len(self.regime_ids))
+        self._regime_lookup: torch.Tensor
         self.register_buffer("_regime_lookup", lookup, persistent=False)
         # Dense baselines: attention threshold of the graph (chosen on validation data).
+        self.graph_threshold: torch.Tensor
         self.register_buffer("graph_threshold", torch.tensor(0.1))
         self.extra: dict[str, Any] = {}  # what save(extra=...) stored (fit's figures)
 
@@ -157,7 +181,7 @@ class WorldModel(nn.Module):
         """Codebook tokens (B, d) of env regime ids (B,); unknown ids raise ValueError."""
         idx = self._regime_lookup[regimes.long().clamp(0, 63)]
         if (idx < 0).any() or (regimes < 0).any() or (regimes > 63).any():
-            bad = sorted(set(regimes[idx < 0].tolist()))
+            bad = sorted(set(regimes[(idx < 0) | (regimes < 0) | (regimes > 63)].tolist()))
             raise ValueError(
                 f"regime id(s) {bad} have no codebook entry; this model knows "
                 f"{list(self.regime_ids)} (fit a free token for others: adaptation)"
@@ -199,15 +223,21 @@ class WorldModel(nn.Module):
             adj = [fix_structure((w > self.graph_threshold).float(), n) for w in core.attention]
         paths = path_matrix(adj)
         return WorldModelOutput(
-            next_latent, self.reward_head(pooled).squeeze(-1),
-            self.cont_head(pooled).squeeze(-1), graph_from_paths(paths.detach(), n), paths,
+            next_latent,
+            self.reward_head(pooled).squeeze(-1),
+            self.cont_head(pooled).squeeze(-1),
+            graph_from_paths(paths.detach(), n),
+            paths,
             core.attention,
-        )  # fmt: skip
+        )
 
     def forward(
-        self, latents: torch.Tensor, actions: torch.Tensor, regime: torch.Tensor,
+        self,
+        latents: torch.Tensor,
+        actions: torch.Tensor,
+        regime: torch.Tensor,
         generator: torch.Generator | None = None,
-    ) -> WorldModelOutput:  # fmt: skip
+    ) -> WorldModelOutput:
         """Sequence mode: latents (B, T, N, L) of o_0..o_{T-1}, actions (B, T), regime."""
         x = self.tokens(latents, actions, regime)
         return self._outputs(latents, self.core(x, latents.shape[2], generator))
@@ -218,9 +248,12 @@ class WorldModel(nn.Module):
         return self.core.initial_state(batch, n_objects + 2, device)
 
     def step(
-        self, latent: torch.Tensor, action: torch.Tensor, regime: torch.Tensor,
+        self,
+        latent: torch.Tensor,
+        action: torch.Tensor,
+        regime: torch.Tensor,
         state: Any = None,
-    ) -> tuple[WorldModelOutput, Any]:  # fmt: skip
+    ) -> tuple[WorldModelOutput, Any]:
         """One-step mode for imagination: latent (B, N, L), action (B,) or (B, A).
 
         Returns the outputs with T = 1 and the new recurrent state (pass ``state=None``
@@ -236,9 +269,12 @@ class WorldModel(nn.Module):
 
     # ------------------------------------------------------------------ objective
     def loss(
-        self, batch: SequenceBatch, sparsity_weight: float,
-        generator: torch.Generator | None = None, regime: torch.Tensor | None = None,
-    ) -> tuple[LossTerms, WorldModelOutput]:  # fmt: skip
+        self,
+        batch: SequenceBatch,
+        sparsity_weight: float,
+        generator: torch.Generator | None = None,
+        regime: torch.Tensor | None = None,
+    ) -> tuple[LossTerms, WorldModelOutput]:
         """The objective on a batch; ``sparsity_weight`` is the Lagrangian's lambda.
 
         The prediction target is the encoder's latent of the next observation with the
@@ -247,15 +283,12 @@ class WorldModel(nn.Module):
         """
         c = self.config
         z, enc = self.encoder.loss(batch.obs)
-        out = self(z[:, :-1], batch.actions, batch.regimes if regime is None else regime,
-                   generator)  # fmt: skip
+        out = self(z[:, :-1], batch.actions, batch.regimes if regime is None else regime, generator)
         mse = F.mse_loss(out.next_latent, z[:, 1:].detach())
         reward = F.mse_loss(out.reward, batch.rewards.float())
         cont = F.binary_cross_entropy_with_logits(out.cont_logit, batch.conts.float())
         n = z.shape[2]
-        sparsity = (
-            out.paths[:, :, :n].sum((-1, -2)).mean() if c.sparse else z.new_zeros(())
-        )
+        sparsity = out.paths[:, :, :n].sum((-1, -2)).mean() if c.sparse else z.new_zeros(())
         total = c.token_weight * mse + c.reward_weight * reward + c.cont_weight * cont
         if sparsity_weight:  # exactly zero weight adds exactly nothing
             total = total + sparsity_weight * sparsity
@@ -269,11 +302,15 @@ class WorldModel(nn.Module):
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
         payload = {
-            "format": FORMAT, "version": FORMAT_VERSION, "config": self.config.to_dict(),
-            "regime_ids": list(self.regime_ids), "action_dim": self.action_dim,
-            "discrete_actions": self.discrete_actions, "state_dict": self.state_dict(),
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "config": self.config.to_dict(),
+            "regime_ids": list(self.regime_ids),
+            "action_dim": self.action_dim,
+            "discrete_actions": self.discrete_actions,
+            "state_dict": self.state_dict(),
             "extra": extra or {},
-        }  # fmt: skip
+        }
         write_atomic(p, lambda t: torch.save(payload, t), ".pt")
         return p
 
@@ -295,9 +332,11 @@ class WorldModel(nn.Module):
                 f"this mbrl-causal reads version {FORMAT_VERSION}"
             )
         model = cls(
-            WorldModelConfig(**payload["config"]), payload["regime_ids"],
-            payload["action_dim"], payload["discrete_actions"],
-        )  # fmt: skip
+            WorldModelConfig(**payload["config"]),
+            payload["regime_ids"],
+            payload["action_dim"],
+            payload["discrete_actions"],
+        )
         model.load_state_dict(payload["state_dict"])
         model.extra = payload.get("extra", {})
         model.eval()

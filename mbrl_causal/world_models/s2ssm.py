@@ -42,13 +42,22 @@ class S2SSMCore(nn.Module):
     """
 
     def __init__(
-        self, d_model: int, n_layers: int, n_heads: int, mlp_hidden: int, d_state: int = 16,
-        expand: int = 2, d_conv: int = 4, backend: str = "auto", sparse: bool = True,
-        bias_init: float = 3.0, temperature: float = 1.0,
-    ) -> None:  # fmt: skip
+        self,
+        d_model: int,
+        n_layers: int,
+        n_heads: int,
+        mlp_hidden: int,
+        d_state: int = 16,
+        expand: int = 2,
+        d_conv: int = 4,
+        backend: str = "auto",
+        sparse: bool = True,
+        bias_init: float = 3.0,
+        temperature: float = 1.0,
+    ) -> None:
         super().__init__()
         self.norms = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(n_layers))
-        self.mambas = nn.ModuleList(
+        self.mambas: list[MambaLayer] = nn.ModuleList(  # type: ignore[assignment]
             MambaLayer(d_model, d_state, expand, d_conv, backend) for _ in range(n_layers)
         )
         self.mixers = nn.ModuleList(
@@ -75,9 +84,12 @@ class S2SSMCore(nn.Module):
         return [m.initial_state(batch * n_tokens, device) for m in self.mambas]
 
     def step(
-        self, x: torch.Tensor, n_objects: int, state: list[MambaState] | None = None,
+        self,
+        x: torch.Tensor,
+        n_objects: int,
+        state: list[MambaState] | None = None,
         generator: torch.Generator | None = None,
-    ) -> tuple[CoreOutput, list[MambaState]]:  # fmt: skip
+    ) -> tuple[CoreOutput, list[MambaState]]:
         """One step: tokens (B, M, d) and the carried state -> outputs with T = 1."""
         b, m, d = x.shape
         if state is None:

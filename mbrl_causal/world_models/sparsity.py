@@ -46,10 +46,17 @@ class SparsityLagrangian:
     """
 
     def __init__(
-        self, tau: float | None = None, tau_factor: float = 1.1, warmup: int = 500,
-        lambda_init: float = 1e-4, lambda_min: float = 1e-7, lambda_max: float = 1.0,
-        lr: float = 0.02, ema: float = 0.98, collapse_factor: float = 2.0,
-    ) -> None:  # fmt: skip
+        self,
+        tau: float | None = None,
+        tau_factor: float = 1.1,
+        warmup: int = 500,
+        lambda_init: float = 1e-4,
+        lambda_min: float = 1e-7,
+        lambda_max: float = 1.0,
+        lr: float = 0.02,
+        ema: float = 0.98,
+        collapse_factor: float = 2.0,
+    ) -> None:
         if not 0 < lambda_min <= lambda_init <= lambda_max:
             raise ValueError(
                 "need 0 < lambda_min <= lambda_init <= lambda_max, got "
@@ -78,9 +85,9 @@ class SparsityLagrangian:
         """Feed this step's prediction MSE; returns the lambda for the next step."""
         if not math.isfinite(mse):
             raise ValueError(f"the prediction MSE fed to the Lagrangian is {mse}")
-        self.mse_avg = mse if self.mse_avg is None else self.ema * self.mse_avg + (
-            1 - self.ema
-        ) * mse
+        self.mse_avg = (
+            mse if self.mse_avg is None else self.ema * self.mse_avg + (1 - self.ema) * mse
+        )
         self.updates += 1
         if self.updates == self.warmup and self.tau is None:
             self.tau = self.tau_factor * self.mse_avg
@@ -94,8 +101,9 @@ class SparsityLagrangian:
         else:
             step = max(-1.0, min(1.0, (tau - self.mse_avg) / tau))
             self.log_lambda += self.lr * step
-        self.log_lambda = min(max(self.log_lambda, math.log(self.lambda_min)),
-                              math.log(self.lambda_max))  # fmt: skip
+        self.log_lambda = min(
+            max(self.log_lambda, math.log(self.lambda_min)), math.log(self.lambda_max)
+        )
         return self.value
 
     def state_dict(self) -> dict[str, Any]:

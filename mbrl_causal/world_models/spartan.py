@@ -18,7 +18,7 @@ from torch import nn
 
 from mbrl_causal.world_models.gates import GatedAttention, HardGate, fix_structure
 
-__all__ = ["CoreOutput", "MLP", "SpartanCore"]
+__all__ = ["MLP", "CoreOutput", "SpartanCore"]
 
 
 class CoreOutput(NamedTuple):
@@ -41,18 +41,26 @@ class MLP(nn.Sequential):
 
     def __init__(self, d_in: int, hidden: int, d_out: int) -> None:
         super().__init__(
-            nn.Linear(d_in, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
+            nn.Linear(d_in, hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, hidden),
+            nn.SiLU(),
             nn.Linear(hidden, d_out),
-        )  # fmt: skip
+        )
 
 
 class GatedBlock(nn.Module):
     """Pre-LN gated attention then MLP, both residual: the cross-token mixing of a step."""
 
     def __init__(
-        self, d_model: int, n_heads: int, mlp_hidden: int, sparse: bool, bias_init: float,
+        self,
+        d_model: int,
+        n_heads: int,
+        mlp_hidden: int,
+        sparse: bool,
+        bias_init: float,
         temperature: float,
-    ) -> None:  # fmt: skip
+    ) -> None:
         super().__init__()
         self.norm1, self.norm2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
         self.attn = GatedAttention(d_model, n_heads)
@@ -91,9 +99,15 @@ class SpartanCore(nn.Module):
     """
 
     def __init__(
-        self, d_model: int, n_layers: int, n_heads: int, mlp_hidden: int, sparse: bool = True,
-        bias_init: float = 3.0, temperature: float = 1.0,
-    ) -> None:  # fmt: skip
+        self,
+        d_model: int,
+        n_layers: int,
+        n_heads: int,
+        mlp_hidden: int,
+        sparse: bool = True,
+        bias_init: float = 3.0,
+        temperature: float = 1.0,
+    ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
             GatedBlock(d_model, n_heads, mlp_hidden, sparse, bias_init, temperature)
@@ -115,8 +129,11 @@ class SpartanCore(nn.Module):
         return None
 
     def step(
-        self, x: torch.Tensor, n_objects: int, state: None = None,
+        self,
+        x: torch.Tensor,
+        n_objects: int,
+        state: None = None,
         generator: torch.Generator | None = None,
-    ) -> tuple[CoreOutput, None]:  # fmt: skip
+    ) -> tuple[CoreOutput, None]:
         """One step: tokens (B, M, d) -> outputs with T = 1."""
         return self.forward(x.unsqueeze(1), n_objects, generator), None

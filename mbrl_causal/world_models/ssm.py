@@ -44,7 +44,7 @@ class _SelectiveScan(torch.autograd.Function):
     Memory traffic is what costs on a CPU, so every (b, L, d, n) tensor is touched as few
     times as possible: the recurrences write into preallocated buffers (``addcmul`` with
     ``out=``), contractions over n or d are batched matrix products, and the backward
-    reuses the buffer of ``dA`` for the gradient of ``delta * A``.
+    leaves the saved tensors untouched (so ``retain_graph`` and gradcheck work).
     """
 
     @staticmethod
@@ -66,11 +66,11 @@ class _SelectiveScan(torch.autograd.Function):
         gy = gy.contiguous()
         # dL/dh_t = C_t gy_t + dA_{t+1} dL/dh_{t+1}  (reverse scan)
         gh = torch.empty_like(hs)
-        g = dA  # reused in place: g[:, t] = dA_t * dL/dh_t, then * h_{t-1}
+        g = torch.empty_like(dA)  # g[:, t] = dA_t * dL/dh_t, later * h_{t-1}
         carry = torch.zeros_like(hs[:, 0])
         for t in range(length - 1, -1, -1):
             torch.addcmul(carry, gy[:, t].unsqueeze(-1), C[:, t].unsqueeze(1), out=gh[:, t])
-            carry = g[:, t].mul_(gh[:, t])
+            carry = torch.mul(dA[:, t], gh[:, t], out=g[:, t])
         g[:, 1:].mul_(hs[:, :-1])  # dL/d(delta_t A) = dL/dh_t * dA_t * h_{t-1}
         g[:, 0].zero_()
         ghB = (gh @ B.unsqueeze(-1)).squeeze(-1)  # (b, L, d)
@@ -114,10 +114,13 @@ def selective_scan(
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
 
         y = selective_scan_fn(
-            u.transpose(1, 2).contiguous(), delta.transpose(1, 2).contiguous(),
-            A.contiguous(), B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous(),
+            u.transpose(1, 2).contiguous(),
+            delta.transpose(1, 2).contiguous(),
+            A.contiguous(),
+            B.transpose(1, 2).contiguous(),
+            C.transpose(1, 2).contiguous(),
             D.float(),
-        )  # fmt: skip
+        )
         return y.transpose(1, 2)
     if backend != "torch":
         raise ValueError(f"backend must be 'torch' or 'mamba_ssm', got {backend!r}")
@@ -145,9 +148,13 @@ class MambaLayer(nn.Module):
     """
 
     def __init__(
-        self, d_model: int, d_state: int = 16, expand: int = 2, d_conv: int = 4,
+        self,
+        d_model: int,
+        d_state: int = 16,
+        expand: int = 2,
+        d_conv: int = 4,
         backend: str = "auto",
-    ) -> None:  # fmt: skip
+    ) -> None:
         super().__init__()
         if backend not in ("auto", "torch", "mamba_ssm"):
             raise ValueError(f"ssm_backend must be auto, torch or mamba_ssm; got {backend!r}")
@@ -210,7 +217,8 @@ class MambaLayer(nn.Module):
         """
         xs, z = self.in_proj(x).chunk(2, -1)
         window = torch.cat([state.conv, xs.unsqueeze(-1)], -1)  # (b, d_inner, d_conv)
-        xc = F.silu((window * self.conv.weight.squeeze(1)).sum(-1) + self.conv.bias)
+        bias = self.conv.bias if self.conv.bias is not None else 0.0
+        xc = F.silu((window * self.conv.weight.squeeze(1)).sum(-1) + bias)
         delta, A, B, C = self._ssm_inputs(xc)
         h = torch.exp(delta.unsqueeze(-1) * A) * state.ssm + (delta * xc).unsqueeze(
             -1

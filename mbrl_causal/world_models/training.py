@@ -46,10 +46,15 @@ def make_lagrangian(model: WorldModel) -> SparsityLagrangian:
     """The Lagrangian configured by the model's config (warm-up, tau, lambda bounds)."""
     c = model.config
     return SparsityLagrangian(
-        tau=c.tau, tau_factor=c.tau_factor, warmup=c.sparsity_warmup,
-        lambda_init=c.lambda_init, lambda_min=c.lambda_min, lambda_max=c.lambda_max,
-        lr=c.lambda_lr, ema=c.mse_ema,
-    )  # fmt: skip
+        tau=c.tau,
+        tau_factor=c.tau_factor,
+        warmup=c.sparsity_warmup,
+        lambda_init=c.lambda_init,
+        lambda_min=c.lambda_min,
+        lambda_max=c.lambda_max,
+        lr=c.lambda_lr,
+        ema=c.mse_ema,
+    )
 
 
 def check_finite(terms: LossTerms) -> None:
@@ -63,11 +68,17 @@ def check_finite(terms: LossTerms) -> None:
 
 
 def train(
-    model: WorldModel, sample: Callable[[], SequenceBatch], steps: int, lr: float = 1e-3,
-    grad_clip: float = 10.0, seed: int = 0, lagrangian: SparsityLagrangian | None = None,
-    log: Callable[[str, float, int], None] | None = None, log_every: int = 50,
+    model: WorldModel,
+    sample: Callable[[], SequenceBatch],
+    steps: int,
+    lr: float = 1e-3,
+    grad_clip: float = 10.0,
+    seed: int = 0,
+    lagrangian: SparsityLagrangian | None = None,
+    log: Callable[[str, float, int], None] | None = None,
+    log_every: int = 50,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
-) -> dict[str, float]:  # fmt: skip
+) -> dict[str, float]:
     """Train ``model`` for ``steps`` gradient steps on batches from ``sample``.
 
     Adam with a cosine decay of the learning rate to 10%; the Lagrangian (sparse models)
@@ -104,20 +115,30 @@ def train(
 
 
 def _figures(
-    terms: LossTerms, graph: torch.Tensor, batch: SequenceBatch, lag: SparsityLagrangian,
+    terms: LossTerms,
+    graph: torch.Tensor,
+    batch: SequenceBatch,
+    lag: SparsityLagrangian,
     rate: float,
-) -> dict[str, float]:  # fmt: skip
+) -> dict[str, float]:
     stats = GraphStats()
     stats.add(graph, batch.graphs)
     g = stats.result()
+    terms = LossTerms(*(t.detach() for t in terms))
     return {
-        "world_model/loss": float(terms.total), "world_model/mse": float(terms.mse),
-        "world_model/reward_mse": float(terms.reward), "world_model/cont_bce": float(terms.cont),
-        "world_model/recon": float(terms.recon), "world_model/kl": float(terms.kl),
-        "causal/lambda": lag.value, "causal/tau": float(lag.tau or 0.0),
-        "causal/paths": float(terms.sparsity), "causal/edges": g["edges"],
-        "causal/shd": g["shd"], "time/steps_per_s": rate,
-    }  # fmt: skip
+        "world_model/loss": float(terms.total),
+        "world_model/mse": float(terms.mse),
+        "world_model/reward_mse": float(terms.reward),
+        "world_model/cont_bce": float(terms.cont),
+        "world_model/recon": float(terms.recon),
+        "world_model/kl": float(terms.kl),
+        "causal/lambda": lag.value,
+        "causal/tau": float(lag.tau or 0.0),
+        "causal/paths": float(terms.sparsity),
+        "causal/edges": g["edges"],
+        "causal/shd": g["shd"],
+        "time/steps_per_s": rate,
+    }
 
 
 def eval_starts(data: TransitionData, length: int, limit: int | None = None) -> np.ndarray:
@@ -129,9 +150,15 @@ def eval_starts(data: TransitionData, length: int, limit: int | None = None) -> 
 
 @torch.no_grad()
 def evaluate(
-    model: WorldModel, data: TransitionData, obs: str, length: int, batch_size: int = 64,
-    regime: torch.Tensor | None = None, objects: int | None = None, limit: int | None = None,
-) -> dict[str, float]:  # fmt: skip
+    model: WorldModel,
+    data: TransitionData,
+    obs: str,
+    length: int,
+    batch_size: int = 64,
+    regime: torch.Tensor | None = None,
+    objects: int | None = None,
+    limit: int | None = None,
+) -> dict[str, float]:
     """Figures of ``model`` on held-out ``data`` (deterministic gates).
 
     Returns ``mse`` (next-latent MSE; objects mode: object features), ``reward_mse``,
@@ -158,8 +185,12 @@ def evaluate(
         true = b.graphs if objects is None else _keep_objects(b.graphs, n)
         stats.add(out.graph, true)
         count += k
-    return {"mse": sq / count, "reward_mse": rew / count, "cont_bce": cont / count,
-            **stats.result()}  # fmt: skip
+    return {
+        "mse": sq / count,
+        "reward_mse": rew / count,
+        "cont_bce": cont / count,
+        **stats.result(),
+    }
 
 
 def _keep_objects(graphs: torch.Tensor, n: int) -> torch.Tensor:
