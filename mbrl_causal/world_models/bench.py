@@ -1,14 +1,14 @@
 """``mbrl-causal bench models``: train-step time of the world models and two references.
 
 One run times, at the default sizes (``WorldModelConfig()``) and the default batch of
-``fit`` (32 sequences x 16 steps, 4 objects, so 6 tokens per step):
+``fit`` (32 sequences x 8 steps, 4 objects, so 6 tokens per step):
 
 - each world model's full train step (loss, backward, Adam step) on objects mode;
 - ``torch.nn.TransformerEncoder`` at SPARTAN's width and depth (same d_model, layers,
-  heads, MLP width, pre-LN) over the same 512 x 6 tokens plus a linear head, the same
+  heads, MLP width, pre-LN) over the same 256 x 6 tokens plus a linear head, the same
   step (the reference of the SPARTAN target: <= 1.5x);
 - the selective scan alone, forward + backward, ours against the pure-PyTorch
-  ``mambapy`` package's (``pscan``) at S2-SSM's shape (32 x 6 slot series of 16 steps,
+  ``mambapy`` package's (``pscan``) at S2-SSM's shape (32 x 6 slot series of 8 steps,
   d_inner, d_state); and the Mamba layer stack of S2-SSM against ``mambapy``'s
   ``MambaBlock`` stack with the same sizes (target for the scan: >= 2x faster).
   ``mambapy`` is a benchmark-only dependency (``pip install .[bench]``); without it those
@@ -169,7 +169,7 @@ def bench_models(
     steps: int = 20,
     repeats: int = 3,
     batch: int = 32,
-    seq_len: int = 16,
+    seq_len: int = 8,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Time every world model's train step and the references (see the module doc)."""

@@ -46,13 +46,13 @@ class WorldModelConfig:
     """``spartan``, ``s2ssm``, ``dense-transformer`` or ``dense-ssm``."""
     obs: str = "objects"
     """``objects`` (per-object features) or ``pixels`` (masked images through a conv VAE)."""
-    d_model: int = 128
+    d_model: int = 64
     """Token width inside the dynamics network."""
     n_layers: int = 3
     """Transformer layers (SPARTAN) or SlotSSM blocks (S2-SSM)."""
     n_heads: int = 4
     """Attention heads; the hard gate is shared by the heads of a layer."""
-    mlp_hidden: int = 256
+    mlp_hidden: int = 128
     """Hidden width of the per-token MLPs (and of the reward/continuation heads)."""
     d_state: int = 8
     """S2-SSM: state size of the selective scan per channel."""
@@ -74,22 +74,22 @@ class WorldModelConfig:
     """Weight of the next-token MSE (the dynamics' prediction term)."""
     gate_bias_init: float = 3.0
     """Initial gate logit bias: positive starts the graph fully open (logit units)."""
-    gate_temperature: float = 1.0
+    gate_temperature: float = 2.0
     """Temperature of the binary Gumbel (logistic-noise) relaxation of the gates."""
     tau: float | None = None
     """Constraint level E[MSE] <= tau of the sparsity Lagrangian; None: set automatically to
     ``tau_factor`` x the moving-average MSE at the end of ``sparsity_warmup``."""
     tau_factor: float = 1.1
     """Slack over the warm-up MSE when ``tau`` is automatic."""
-    sparsity_warmup: int = 500
+    sparsity_warmup: int = 800
     """Train steps with lambda = 0 before the Lagrangian starts (the dense reference)."""
-    lambda_init: float = 1e-4
+    lambda_init: float = 1e-3
     """Lambda when the Lagrangian starts (weight of one path of the path matrix)."""
-    lambda_lr: float = 0.02
+    lambda_lr: float = 0.03
     """Step of log(lambda) per update, times clip((tau - mse_avg) / tau, -1, 1)."""
     lambda_min: float = 1e-7
     """Lower bound of lambda (it never reaches zero, so it can grow back quickly)."""
-    lambda_max: float = 1.0
+    lambda_max: float = 0.1
     """Upper bound of lambda."""
     mse_ema: float = 0.98
     """Decay of the moving average of the MSE that drives lambda."""
@@ -152,7 +152,7 @@ class FitConfig:
     """Registered env id; its regime schedule is replaced by the regimes below."""
     regimes: str = "simple"
     """Training regimes: ``simple`` (0-6), ``all`` (0-10) or comma-separated ids/names."""
-    data_steps: int = 60_000
+    data_steps: int = 50_000
     """Env steps of training data (split evenly over the regimes)."""
     eval_steps: int = 8_000
     """Env steps of held-out evaluation data (other seeds), split over the regimes."""
@@ -160,11 +160,11 @@ class FitConfig:
     """Sub-envs per regime while collecting."""
     random_fraction: float = 0.5
     """Behaviour policy: probability of a uniform random action, else ball tracking."""
-    train_steps: int = 4_000
+    train_steps: int = 3_000
     """Gradient steps of the main model."""
     batch_size: int = 32
     """Sequences per batch."""
-    seq_len: int = 16
+    seq_len: int = 8
     """Steps per sequence (transitions)."""
     lr: float = 1e-3
     """Adam learning rate (cosine decay to 10% over train_steps)."""

@@ -25,7 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["GatedAttention", "HardGate", "graph_from_paths", "path_matrix"]
+__all__ = ["LOGIT_BOUND", "GatedAttention", "HardGate", "graph_from_paths", "path_matrix"]
+
+LOGIT_BOUND = 6.0  # gate logits are soft-clipped to +-6 (see HardGate.logits)
 
 
 class HardGate(nn.Module):
@@ -54,8 +56,14 @@ class HardGate(nn.Module):
         self.temperature = temperature
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Gate logits (..., M, M) from tokens x (..., M, d)."""
-        return (self.q(x) @ self.k(x).transpose(-1, -2)) * self.scale + self.bias
+        """Gate logits (..., M, M) from tokens x (..., M, d), soft-clipped to +-LOGIT_BOUND.
+
+        The soft clip keeps every gate within reach of the logistic noise: a gate whose
+        logit ran off to -50 would get no straight-through gradient and stay closed even
+        after lambda falls (a collapsed graph that cannot recover).
+        """
+        raw = (self.q(x) @ self.k(x).transpose(-1, -2)) * self.scale + self.bias
+        return LOGIT_BOUND * torch.tanh(raw / LOGIT_BOUND)
 
     def forward(
         self, x: torch.Tensor, n_objects: int, generator: torch.Generator | None = None
