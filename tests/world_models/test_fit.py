@@ -1,0 +1,76 @@
+"""`mbrl-causal fit --preset debug` end to end, and its input errors."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from mbrl_causal.cli import main
+from mbrl_causal.envs.regimes import REGIMES
+from mbrl_causal.world_models import WorldModel
+
+SIMPLE = [r.name for r in REGIMES if r.simple]
+COMPOSITE = [r.name for r in REGIMES if not r.simple]
+GRAPH_KEYS = ("mse", "shd", "precision", "recall", "edges")
+
+
+def _check_figures(figures: dict, n_entries: int = 20) -> None:
+    for key in GRAPH_KEYS:
+        assert math.isfinite(figures[key]), key
+    assert 0.0 <= figures["shd"] <= n_entries
+    assert 0.0 <= figures["precision"] <= 1.0 and 0.0 <= figures["recall"] <= 1.0
+    assert figures["mse"] >= 0.0
+
+
+@pytest.mark.parametrize(
+    ("model", "obs"), [("spartan", "objects"), ("dense-transformer", "objects"),
+                       ("s2ssm", "pixels")],
+)  # fmt: skip
+def test_fit_debug_end_to_end(tmp_path: Path, model: str, obs: str) -> None:
+    out, js = tmp_path / "run", tmp_path / "fit.json"
+    code = main(["fit", "--preset", "debug", "--world-model", model, "--obs", obs,
+                 "--out", str(out), "--json", str(js), "--no-progress"])  # fmt: skip
+    assert code == 0
+    record = json.loads(js.read_text())
+    assert record == json.loads((out / "fit.json").read_text())
+    assert record["world_model"] == model and record["obs"] == obs
+    _check_figures(record["overall"])
+    assert sorted(record["per_regime"]) == sorted(SIMPLE)
+    for figures in record["per_regime"].values():
+        _check_figures(figures)
+    assert sorted(record["few_shot"]) == sorted(COMPOSITE)
+    for curve in record["few_shot"].values():
+        assert math.isfinite(curve["1"]) and math.isfinite(curve["2"])
+        assert math.isfinite(curve["reference_mse"])
+    assert math.isfinite(record["robustness"]["error_change_pct"])
+    assert record["train_seconds"] > 0
+    assert record["config"]["model"]["name"] == model
+    assert (record["graph_threshold"] is None) == (model != "dense-transformer")
+    loaded = WorldModel.load(out / "model.pt")
+    assert loaded.config.name == model and loaded.config.obs == obs
+    assert list(loaded.regime_ids) == list(range(7))
+    assert any((out / "tb").glob("events.out.tfevents.*"))
+    assert (out / "config.yaml").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--world-model", "bogus"], "invalid choice"),
+        (["--set", "nosuchkey=1"], "allowed"),
+        (["--regimes", "nosuchregime"], "nosuchregime"),
+        (["--set", "d_model=-4"], "d_model"),
+    ],
+)
+def test_fit_bad_input_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], needle: str
+) -> None:
+    try:
+        code = main(["fit", "--preset", "debug", "--out", str(tmp_path / "r"), *args])
+    except SystemExit as e:  # argparse's own errors exit from inside the parser
+        code = e.code
+    assert code == 2
+    assert needle in capsys.readouterr().err
