@@ -74,3 +74,14 @@ def test_fit_bad_input_exits_2(
         code = e.code
     assert code == 2
     assert needle in capsys.readouterr().err
+
+
+def test_set_reads_exponent_floats() -> None:
+    """YAML 1.1 parses ``1e-4`` as a string; float fields still accept it."""
+    from mbrl_causal.config import from_mapping, parse_overrides
+    from mbrl_causal.world_models import WorldModelConfig
+
+    cfg = from_mapping(WorldModelConfig, parse_overrides(["lambda_init=1e-4"]))
+    assert cfg.lambda_init == pytest.approx(1e-4)
+    with pytest.raises(ValueError, match="lambda_init must be float"):
+        from_mapping(WorldModelConfig, parse_overrides(["lambda_init=abc"]))
