@@ -81,11 +81,11 @@ class WorldModelConfig:
     ``tau_factor`` x the moving-average MSE at the end of ``sparsity_warmup``."""
     tau_factor: float = 1.1
     """Slack over the warm-up MSE when ``tau`` is automatic."""
-    sparsity_warmup: int = 800
+    sparsity_warmup: int = 300
     """Train steps with lambda = 0 before the Lagrangian starts (the dense reference)."""
-    lambda_init: float = 1e-3
+    lambda_init: float = 1e-4
     """Lambda when the Lagrangian starts (weight of one path of the path matrix)."""
-    lambda_lr: float = 0.03
+    lambda_lr: float = 0.02
     """Step of log(lambda) per update, times clip((tau - mse_avg) / tau, -1, 1)."""
     lambda_min: float = 1e-7
     """Lower bound of lambda (it never reaches zero, so it can grow back quickly)."""
