@@ -1,10 +1,12 @@
 """Few-shot adaptation to a new regime, and recall of a known one.
 
 - :func:`fit_regime_token`: freeze the whole model, add one fresh free regime token
-  (initialised at the mean of the codebook) and fit it by Adam on K trajectories of the
-  new regime, minimising the next-latent MSE (SPARTAN Sec. 4.3; S2-SSM infers its
+  (initialised at the codebook entry that best explains the K trajectories) and fit it by
+  Adam on them, minimising the next-latent MSE (SPARTAN Sec. 4.3; S2-SSM infers its
   environment slot the same way). Only the token changes; the returned token is passed
-  wherever a regime is expected.
+  wherever a regime is expected. The gates are *sampled* during the fit (straight
+  through), as in training: with deterministic gates a closed regime edge passes no
+  gradient to the token, and the fit would never open it.
 - :func:`recall_regime`: score every codebook entry on K transitions and return the env
   regime id whose token explains them best (lowest next-latent MSE).
 """
@@ -43,33 +45,37 @@ def fit_regime_token(
     steps: int = 150,
     lr: float = 0.05,
     init: torch.Tensor | None = None,
+    seed: int = 0,
 ) -> torch.Tensor:
     """Fit a free regime token (d_model,) on ``batch`` with the model frozen.
 
     Args:
-        model: A trained world model (left unchanged; evaluation mode during the fit, so
-            the gates are deterministic).
+        model: A trained world model (its weights are left unchanged; its train/eval
+            mode is restored afterwards).
         batch: The K adaptation trajectories as one batch (B = K sequences).
         steps: Adam steps.
         lr: Adam learning rate.
-        init: Starting token; default the mean of the codebook.
+        init: Starting token; default the best-fitting codebook entry (:func:`recall_regime`).
+        seed: Seed of the gate samples.
 
     Returns:
         The fitted token, detached, shape (d_model,).
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
+    if init is None:
+        init = model.codebook.weight[model.regime_ids.index(recall_regime(model, batch))]
     was_training = model.training
-    model.eval()
     flags = _freeze(model)
-    start = model.codebook.weight.mean(0) if init is None else init
-    token = start.detach().clone().requires_grad_(True)
+    token = init.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([token], lr=lr)
+    gen = torch.Generator(device=token.device).manual_seed(seed)
     try:
         with torch.no_grad():
             z = model.encode(batch.obs)
+        model.train()  # sampled straight-through gates: the token reaches closed edges
         for _ in range(steps):
-            out = model(z[:, :-1], batch.actions, token.expand(z.shape[0], -1))
+            out = model(z[:, :-1], batch.actions, token.expand(z.shape[0], -1), gen)
             loss = F.mse_loss(out.next_latent, z[:, 1:])
             opt.zero_grad()
             loss.backward()
