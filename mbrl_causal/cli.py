@@ -196,13 +196,18 @@ def _cmd_fit(args: argparse.Namespace) -> None:
     model_over, fit_over = preset(args.preset)
     model_fields = {f.name for f in dataclasses.fields(WorldModelConfig)}
     fit_fields = {f.name for f in dataclasses.fields(FitConfig)}
+    by_option = {"name": "--world-model", "obs": "--obs", "env": "--env",
+                 "regimes": "--regimes", "data_steps": "--data-steps",
+                 "train_steps": "--train-steps"}  # fmt: skip
     for key, value in parse_overrides(args.set).items():
-        if key in model_fields - {"name", "obs"}:
+        if key in by_option:
+            raise ValueError(f"--set {key}: use the option {by_option[key]} instead")
+        if key in model_fields:
             model_over[key] = value
-        elif key in fit_fields - {"env", "regimes", "data_steps", "train_steps"}:
+        elif key in fit_fields:
             fit_over[key] = value
         else:
-            allowed = sorted((model_fields | fit_fields) - {"name", "obs", "env", "regimes"})
+            allowed = sorted((model_fields | fit_fields) - set(by_option))
             raise ValueError(f"--set {key}: not a settable field; allowed: {', '.join(allowed)}")
     fit_over.update(env=args.env, regimes=args.regimes)
     if args.data_steps:

@@ -31,8 +31,8 @@ def _check_figures(figures: dict, n_entries: int = 20) -> None:
 )  # fmt: skip
 def test_fit_debug_end_to_end(tmp_path: Path, model: str, obs: str) -> None:
     out, js = tmp_path / "run", tmp_path / "fit.json"
-    code = main(["fit", "--preset", "debug", "--world-model", model, "--obs", obs,
-                 "--out", str(out), "--json", str(js), "--no-progress"])  # fmt: skip
+    args = ["--world-model", model, "--obs", obs, "--out", str(out), "--json", str(js)]
+    code = main(["fit", "--preset", "debug", *args, "--no-progress", "--set", "threads=1"])
     assert code == 0
     record = json.loads(js.read_text())
     assert record == json.loads((out / "fit.json").read_text())
@@ -63,6 +63,7 @@ def test_fit_debug_end_to_end(tmp_path: Path, model: str, obs: str) -> None:
         (["--set", "nosuchkey=1"], "allowed"),
         (["--regimes", "nosuchregime"], "nosuchregime"),
         (["--set", "d_model=-4"], "d_model"),
+        (["--set", "train_steps=5"], "--train-steps"),
     ],
 )
 def test_fit_bad_input_exits_2(
