@@ -297,10 +297,15 @@ def _real_object_mse(
 
 def fit(run: FitRun, env: str | None = None) -> dict[str, Any]:
     """Run the whole ``fit`` command; returns the JSON record (also written to OUT)."""
+    import gymnasium as gym
     from torch.utils.tensorboard import SummaryWriter
+
+    import mbrl_causal.envs  # noqa: F401  (registers the ids)
 
     f = run.fit
     env = env or f.env
+    if env not in gym.registry:  # checked before anything is written
+        raise ValueError(f"unknown env id {env!r}; `mbrl-causal envs` lists them")
     if f.threads:
         torch.set_num_threads(f.threads)
     torch.manual_seed(run.seed)

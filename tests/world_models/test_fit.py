@@ -86,3 +86,15 @@ def test_set_reads_exponent_floats() -> None:
     assert cfg.lambda_init == pytest.approx(1e-4)
     with pytest.raises(ValueError, match="lambda_init must be float"):
         from_mapping(WorldModelConfig, parse_overrides(["lambda_init=abc"]))
+
+
+@pytest.mark.parametrize(
+    "args", [["--env", "Bogus-v0"], ["--regimes", "nosuchregime"]], ids=["env", "regimes"]
+)
+def test_fit_bad_input_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str]
+) -> None:
+    out = tmp_path / "run"
+    assert main(["fit", "--preset", "debug", "--out", str(out), *args]) == 2
+    assert not out.exists()
+    assert args[1] in capsys.readouterr().err
