@@ -39,8 +39,8 @@ def _positive_int(text: str) -> int:
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="mbrl-causal",
-        description="Model-based RL with causal world models: environments, benchmarks, "
-        "(later) world models and agents.",
+        description="Model-based RL with causal world models: environments, world models, "
+        "the Dreamer-style agent, benchmarks.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
@@ -88,6 +88,42 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a model or fit config field, e.g. --set d_model=64")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    p = sub.add_parser(
+        "train", help="train the Dreamer-style agent with a causal world model (run directory)"
+    )
+    p.add_argument("--env", help="registered env id (default InterventionalPong-v0)")
+    p.add_argument("--world-model", choices=("spartan", "s2ssm", "dense-transformer",
+                   "dense-ssm"), help="world model (default spartan)")  # fmt: skip
+    p.add_argument("--obs", choices=("objects", "pixels"), help="world-model input (objects)")
+    p.add_argument("--preset", help="debug, quick, default (the default), or a YAML file "
+                   "{agent: ..., world_model: ...}")  # fmt: skip
+    p.add_argument("--steps", type=_positive_int, help="env steps in all (the preset's otherwise)")
+    p.add_argument("--logdir", metavar="DIR",
+                   help="run directory (default runs/<env>-<world_model>-<timestamp>)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="seed (0)")
+    p.add_argument("--regime-info", choices=("oracle", "none"),
+                   help="oracle: the regime id picks the token; none: inferred")  # fmt: skip
+    p.add_argument("--adapt-trigger", choices=("oracle", "surprise", "none"),
+                   help="what starts an adaptation (surprise)")  # fmt: skip
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override an agent or world-model field, e.g. horizon=10")  # fmt: skip
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its last checkpoint")
+    p.add_argument("--no-eval", action="store_true", help="skip the evaluation at the end")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser(
+        "evaluate", help="evaluate a run per regime (returns, WM error, graphs, adaptation)"
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory of `mbrl-causal train`")
+    p.add_argument("--regimes", default="all",
+                   help="all, simple, composite, or comma-separated ids/names (all)")  # fmt: skip
+    p.add_argument("--episodes", type=_positive_int, default=5, help="episodes per regime (5)")
+    p.add_argument("--adapt-trigger", choices=("oracle", "surprise", "none"),
+                   help="override the run's adaptation trigger")  # fmt: skip
+    p.add_argument("--video", action="store_true", help="also write RUN_DIR/eval/videos/")
+    p.add_argument("--seed", type=int, default=10_000, help="seed of the evaluation envs")
+    p.add_argument("--json", metavar="FILE", help="also write the results to FILE")
 
     p = sub.add_parser("bench", help="speed benchmarks that write JSON")
     bench = p.add_subparsers(dest="bench", metavar="WHAT", parser_class=_Parser)
@@ -230,13 +266,41 @@ def _cmd_fit(args: argparse.Namespace) -> None:
     print(f"wrote {out / 'fit.json'} and {out / 'model.pt'}")
 
 
+def _cmd_train(args: argparse.Namespace) -> None:
+    from mbrl_causal.agents.train import TrainRequest, train_command
+
+    train_command(TrainRequest(
+        env=args.env, world_model=args.world_model, obs=args.obs, preset=args.preset,
+        steps=args.steps, logdir=args.logdir, seed=args.seed, regime_info=args.regime_info,
+        adapt_trigger=args.adapt_trigger, overrides=args.set, resume=args.resume,
+        evaluate=not args.no_eval, show_progress=not args.no_progress,
+    ))  # fmt: skip
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    from mbrl_causal.agents.evaluate import evaluate_run, summary_markdown
+
+    path = output_file(args.json) if args.json else None
+    with Console(stderr=True).status("evaluating"):
+        record = evaluate_run(args.run_dir, args.regimes, args.episodes, args.adapt_trigger,
+                              args.video, args.seed)  # fmt: skip
+    Console().print(Markdown(summary_markdown(record)))
+    if path is not None:
+        write_json(path, record)
+    print(f"wrote {args.run_dir}/eval/")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mbrl-causal`` console script; returns the exit code."""
     parser = _build_parser()
     args = parser.parse_args(argv)
     from mbrl_causal import play
 
-    commands = {"envs": _cmd_envs, "play": play.cmd_play, "bench": _cmd_bench, "fit": _cmd_fit}
+    commands = {"envs": _cmd_envs, "play": play.cmd_play, "bench": _cmd_bench, "fit": _cmd_fit,
+                "train": _cmd_train, "evaluate": _cmd_evaluate}  # fmt: skip
     try:
         commands[args.command](args)
     except ValueError as e:  # includes UsageError

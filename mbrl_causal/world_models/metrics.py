@@ -36,6 +36,8 @@ class GraphStats:
     fp: float = 0.0
     fn: float = 0.0
     transitions: int = 0
+    pred_sum: np.ndarray | None = None  # per entry: steps with the edge predicted
+    true_sum: np.ndarray | None = None  # per entry: steps with the edge true
 
     def add(self, pred: np.ndarray | torch.Tensor, true: np.ndarray | torch.Tensor) -> None:
         """Add predicted and true graphs of the same shape (..., N + 2, N)."""
@@ -49,6 +51,21 @@ class GraphStats:
         self.fp += float((p & ~t).sum())
         self.fn += float((~p & t).sum())
         self.transitions += int(np.prod(p.shape[:-2]))
+        ps, ts = p.reshape(-1, *p.shape[-2:]).sum(0), t.reshape(-1, *t.shape[-2:]).sum(0)
+        self.pred_sum = ps if self.pred_sum is None else self.pred_sum + ps
+        self.true_sum = ts if self.true_sum is None else self.true_sum + ts
+
+    @property
+    def count(self) -> int:
+        """Transitions added."""
+        return self.transitions
+
+    def frequencies(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-entry edge frequency (N + 2, N) over the added steps: predicted, true."""
+        if self.pred_sum is None or self.true_sum is None:
+            raise ValueError("no graph added yet")
+        n = max(self.transitions, 1)
+        return self.pred_sum / n, self.true_sum / n
 
     def result(self) -> dict[str, float]:
         n = max(self.transitions, 1)

@@ -1,0 +1,1 @@
+"""The Dreamer-style agent: losses, actor-critic and the agent class."""

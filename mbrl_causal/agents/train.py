@@ -1,0 +1,166 @@
+"""``mbrl-causal train``: resolve the config, create or resume the run, learn, evaluate.
+
+Config precedence (lowest first): the preset (``--preset``), the options (``--env``,
+``--world-model``, ``--obs``, ``--steps``, ``--regime-info``, ``--adapt-trigger``), then
+``--set key=value`` (agent or world-model fields). On ``--resume`` the run's saved config
+is used; ``--steps``, ``--adapt-trigger`` and ``--set`` of agent fields are applied and
+printed (and logged as a ``resume`` record in metrics.jsonl and written to config.yaml);
+options that would change the networks, the env or the replay are refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mbrl_causal.agents import run as R
+from mbrl_causal.agents.config import AgentConfig, load_preset
+from mbrl_causal.config import from_mapping, parse_overrides
+from mbrl_causal.world_models.config import WorldModelConfig
+
+__all__ = ["TrainRequest", "resolve_configs", "train_command"]
+
+FIXED_ON_RESUME = ("env", "obs", "world_model", "num_envs", "hidden", "chunk_len",
+                   "regime_info")  # fmt: skip
+
+
+@dataclass
+class TrainRequest:
+    """The command line of ``train`` (None: not given)."""
+
+    env: str | None = None
+    world_model: str | None = None
+    obs: str | None = None
+    preset: str | None = None
+    steps: int | None = None
+    logdir: str | None = None
+    seed: int = 0
+    regime_info: str | None = None
+    adapt_trigger: str | None = None
+    overrides: list[str] = field(default_factory=list)
+    resume: str | None = None
+    evaluate: bool = True
+    show_progress: bool = True
+
+
+def resolve_configs(req: TrainRequest) -> tuple[AgentConfig, WorldModelConfig]:
+    """Preset, then options, then ``--set``; unknown or ill-typed fields raise ValueError."""
+    agent, model = load_preset(req.preset or "default")
+    options = {"env": req.env, "world_model": req.world_model, "obs": req.obs,
+               "total_steps": req.steps, "regime_info": req.regime_info,
+               "adapt_trigger": req.adapt_trigger}  # fmt: skip
+    agent.update({k: v for k, v in options.items() if v is not None})
+    agent_fields = {f.name for f in dataclasses.fields(AgentConfig)}
+    model_fields = {f.name for f in dataclasses.fields(WorldModelConfig)} - {"name", "obs"}
+    for key, value in parse_overrides(req.overrides).items():
+        if key in agent_fields:
+            agent[key] = value
+        elif key in model_fields:
+            model[key] = value
+        else:
+            allowed = ", ".join(sorted(agent_fields | model_fields))
+            raise ValueError(f"--set {key}: not a settable field; allowed: {allowed}")
+    cfg = from_mapping(AgentConfig, agent, "agent config")
+    wm = from_mapping(WorldModelConfig, {**model, "name": cfg.world_model, "obs": cfg.obs},
+                      "world-model config")  # fmt: skip
+    return cfg, wm
+
+
+def _new_run(req: TrainRequest) -> Any:
+    import gymnasium as gym
+
+    import mbrl_causal.envs  # noqa: F401
+    from mbrl_causal.agents.dreamer.agent import CausalDreamer
+
+    cfg, wm = resolve_configs(req)
+    if cfg.env not in gym.registry:
+        raise ValueError(f"unknown env id {cfg.env!r}; `mbrl-causal envs` lists them")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(req.logdir or f"runs/{cfg.env}-{cfg.world_model}-{stamp}")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"--logdir {str(run_dir)!r} exists and is not a folder")
+    if run_dir.is_dir() and R.checkpoint_paths(run_dir):
+        raise ValueError(
+            f"{str(run_dir)!r} already holds a run; continue it with --resume {run_dir} "
+            "or choose another --logdir"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    R.write_config(run_dir, {"agent": cfg.to_dict(), "world_model": wm.to_dict(),
+                             "seed": req.seed})  # fmt: skip
+    return CausalDreamer(cfg.env, wm, cfg, run_dir, req.seed, req.show_progress)
+
+
+def _resume(req: TrainRequest) -> Any:
+    from mbrl_causal.agents.dreamer.agent import CausalDreamer
+
+    run_dir = Path(req.resume or "")
+    saved = R.read_config(run_dir)
+    given = {"--env": req.env, "--world-model": req.world_model, "--obs": req.obs,
+             "--preset": req.preset, "--regime-info": req.regime_info,
+             "--logdir": req.logdir}  # fmt: skip
+    refused = [k for k, v in given.items() if v is not None]
+    if refused:
+        raise ValueError(
+            f"{', '.join(refused)} cannot be given with --resume: the run keeps its config "
+            f"(allowed on resume: --steps, --adapt-trigger, --set of agent fields except "
+            f"{', '.join(FIXED_ON_RESUME)})"
+        )
+    over: dict[str, Any] = {}
+    agent_fields = {f.name for f in dataclasses.fields(AgentConfig)}
+    for key, value in parse_overrides(req.overrides).items():
+        if key not in agent_fields or key in FIXED_ON_RESUME:
+            raise ValueError(
+                f"--set {key} cannot change on resume; allowed: "
+                f"{', '.join(sorted(agent_fields - set(FIXED_ON_RESUME)))}"
+            )
+        over[key] = value
+    if req.steps is not None:
+        over["total_steps"] = req.steps
+    if req.adapt_trigger is not None:
+        over["adapt_trigger"] = req.adapt_trigger
+    old = saved["agent"]
+    changed = {k: v for k, v in over.items() if old.get(k) != v}
+    agent = CausalDreamer.resume(run_dir, changed, req.show_progress)
+    if changed:
+        report = ", ".join(f"{k}: {old.get(k)!r} -> {v!r}" for k, v in changed.items())
+        print(f"resume: applied overrides {report}", file=sys.stderr)
+        R.write_config(run_dir, {**saved, "agent": agent.config.to_dict()})
+    R.append_record(run_dir, "resume", agent.steps, {"overrides": changed})
+    print(f"resume: {run_dir} from env step {agent.steps}", file=sys.stderr)
+    return agent
+
+
+def _eval_regimes(env_id: str) -> str:
+    from mbrl_causal.envs import env_catalogue
+
+    for rec in env_catalogue():
+        if rec["id"] == env_id and isinstance(rec["kwargs"].get("regime_schedule"), int):
+            return str(rec["kwargs"]["regime_schedule"])
+    return "all"
+
+
+def train_command(req: TrainRequest) -> None:
+    """What ``mbrl-causal train`` does (see the module doc)."""
+    agent = _resume(req) if req.resume else _new_run(req)
+    cfg = agent.config
+    try:
+        if agent.steps < cfg.total_steps:
+            agent.learn(cfg.total_steps)
+    finally:
+        agent.env.close()
+    print(f"trained {agent.steps} env steps ({agent.updates} updates, {agent.episodes} "
+          f"episodes, {len(agent.events)} adaptations); run directory {agent.run_dir}")  # fmt: skip
+    if req.evaluate and cfg.eval_episodes:
+        from rich.console import Console
+        from rich.markdown import Markdown
+
+        from mbrl_causal.agents.evaluate import evaluate_run, summary_markdown
+
+        with Console(stderr=True).status("evaluating"):
+            record = evaluate_run(agent.run_dir, _eval_regimes(cfg.env), cfg.eval_episodes)
+        Console().print(Markdown(summary_markdown(record)))
+        print(f"wrote {agent.run_dir}/eval/ (eval.json, summary.md, plots)")
