@@ -26,8 +26,8 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)  ## create .venv with the pinned CPU torch and the package (dev extras)
 
-demo: $(STAMP)  ## the main job (until the agent lands: an Interventional Pong demo)
-	$(BIN)/mbrl-causal play --env InterventionalPong-v0 --episodes 3 --policy tracking --video runs/demo
+demo: $(STAMP)  ## the main job: a short agent training run (quick preset), then its evaluation
+	$(BIN)/mbrl-causal train --env InterventionalPong-v0 --preset quick
 
 test: $(STAMP)  ## run the test suite (the command CI runs)
 	$(BIN)/python -m pytest -n 2 -q
@@ -37,10 +37,11 @@ lint: $(STAMP)  ## ruff and mypy
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench: $(STAMP)  ## speed benchmarks (JSON in runs/bench_envs.json, runs/bench_models.json)
+bench: $(STAMP)  ## speed benchmarks (JSON in runs/bench_{envs,models,agent}.json)
 	$(BIN)/python -m pip install -e ".[$(EXTRAS),bench]"
 	$(BIN)/mbrl-causal bench envs --json runs/bench_envs.json
 	$(BIN)/mbrl-causal bench models --json runs/bench_models.json
+	$(BIN)/mbrl-causal bench agent --json runs/bench_agent.json
 
 clean:  ## remove the virtual environment
 	rm -rf $(VENV)

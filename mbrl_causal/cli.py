@@ -141,7 +141,31 @@ def _build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", metavar="FILE", help="write the results to FILE")
     b.add_argument("--steps", type=_positive_int, default=20, help="train steps per timed run")
     b.add_argument("--repeats", type=_positive_int, default=3, help="timed runs (median reported)")
+    b = bench.add_parser("agent", help="agent updates/s (batch 16 x 64) and loop env steps/s")
+    b.add_argument("--json", metavar="FILE", help="write the results to FILE")
+    b.add_argument("--world-model", default="spartan",
+                   choices=("spartan", "s2ssm", "dense-transformer", "dense-ssm"))  # fmt: skip
+    b.add_argument("--updates", type=_positive_int, default=10, help="updates per timed run")
+    b.add_argument("--loop-steps", type=_positive_int, default=4_000,
+                   help="env steps per timed loop run")  # fmt: skip
+    b.add_argument("--repeats", type=_positive_int, default=3, help="timed runs (median reported)")
     return parser
+
+
+def _cmd_bench_agent(args: argparse.Namespace) -> None:
+    from rich.console import Console
+
+    from mbrl_causal.agents.bench import bench_agent
+
+    path = output_file(args.json) if args.json else None
+    with Console(stderr=True).status("benchmarking") as status:
+        result = bench_agent(args.world_model, updates=args.updates, loop_steps=args.loop_steps,
+                             repeats=args.repeats,
+                             progress=lambda m: status.update(f"benchmarking {m}"))  # fmt: skip
+    print(json.dumps(result, indent=2))
+    if path is not None:
+        write_json(path, result)
+        print(f"wrote {path}")
 
 
 def _cmd_envs(args: argparse.Namespace) -> None:
@@ -196,6 +220,9 @@ def _cmd_bench(args: argparse.Namespace) -> None:
 
     if args.bench == "models":
         _cmd_bench_models(args)
+        return
+    if args.bench == "agent":
+        _cmd_bench_agent(args)
         return
     console = Console(stderr=True)
     path = output_file(args.json) if args.json else None
