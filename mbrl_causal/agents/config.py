@@ -18,12 +18,22 @@ import yaml
 
 from mbrl_causal.config import from_mapping
 
-__all__ = ["ADAPT_TRIGGERS", "PRESETS", "REGIME_INFO", "AgentConfig", "load_preset"]
+__all__ = [
+    "ADAPT_TRIGGERS",
+    "FIXED_ON_RESUME",
+    "PRESETS",
+    "REGIME_INFO",
+    "AgentConfig",
+    "load_preset",
+]
 
 PRESETS: tuple[str, ...] = ("debug", "quick", "default")
 REGIME_INFO: tuple[str, ...] = ("oracle", "none")
 ADAPT_TRIGGERS: tuple[str, ...] = ("oracle", "surprise", "none")
 PRESET_DIR = Path(__file__).parent / "presets"
+FIXED_ON_RESUME: tuple[str, ...] = ("env", "obs", "world_model", "num_envs", "hidden",
+                                    "chunk_len", "regime_info")  # fmt: skip
+"""Agent fields that cannot change on resume (networks, env, replay layout)."""
 
 
 @dataclass

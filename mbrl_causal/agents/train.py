@@ -18,14 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from mbrl_causal.agents import run as R
-from mbrl_causal.agents.config import AgentConfig, load_preset
+from mbrl_causal.agents.config import FIXED_ON_RESUME, AgentConfig, load_preset
 from mbrl_causal.config import from_mapping, parse_overrides
 from mbrl_causal.world_models.config import WorldModelConfig
 
 __all__ = ["TrainRequest", "resolve_configs", "train_command"]
-
-FIXED_ON_RESUME = ("env", "obs", "world_model", "num_envs", "hidden", "chunk_len",
-                   "regime_info")  # fmt: skip
 
 
 @dataclass

@@ -59,7 +59,8 @@ def make_lagrangian(model: WorldModel) -> SparsityLagrangian:
 
 def check_finite(terms: LossTerms) -> None:
     """Raise :class:`NonFiniteLoss` naming the first NaN/inf term."""
-    for name, value in terms._asdict().items():
+    items = list(terms._asdict().items())
+    for name, value in items[1:] + items[:1]:  # the terms first: "total" is NaN with any
         if not torch.isfinite(value).all():
             raise NonFiniteLoss(
                 f"world-model loss term {name!r} is {value.item()}; the update was skipped "

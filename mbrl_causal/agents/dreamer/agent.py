@@ -29,9 +29,10 @@ import torch
 
 from mbrl_causal.agents import run as R
 from mbrl_causal.agents.adaptation import AdaptationEvent, Adapter, DetectionStats, SurpriseDetector
-from mbrl_causal.agents.config import AgentConfig
+from mbrl_causal.agents.config import FIXED_ON_RESUME, AgentConfig
 from mbrl_causal.agents.dreamer.actor_critic import ActorCritic, ImaginationLoss, features
 from mbrl_causal.agents.replay import Replay
+from mbrl_causal.config import from_mapping
 from mbrl_causal.io import write_atomic
 from mbrl_causal.world_models.config import WorldModelConfig
 from mbrl_causal.world_models.metrics import GraphStats
@@ -286,7 +287,9 @@ class CausalDreamer:
         event = AdaptationEvent(self.steps, i, kind, slot, c.adapt_k, best, ref, true_regime)
         self.events.append(event)
         if self._logger is not None:
-            self._logger.record("adaptation", self.steps, event.as_dict())
+            record = event.as_dict()
+            record["decision"] = record.pop("kind")  # "kind" names the record type
+            self._logger.record("adaptation", self.steps, record)
 
     # ------------------------------------------------------------------ learning
     def _update(self) -> dict[str, float]:
@@ -337,6 +340,10 @@ class CausalDreamer:
         c = self.config
         resume_step = self.steps if self.steps else None
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if not (self.run_dir / "config.yaml").is_file():  # a run started from Python
+            R.write_config(self.run_dir, {"agent": self.config.to_dict(),
+                                          "world_model": self.wm_config.to_dict(),
+                                          "seed": self.seed})  # fmt: skip
         self._logger = logger = R.RunLogger(self.run_dir, total_steps, self.show_progress,
                                             resume_step)  # fmt: skip
         if self._obs is None:
@@ -515,12 +522,13 @@ class CausalDreamer:
         rd = Path(run_dir)
         R.read_config(rd)
         body = R.read_checkpoint(R.latest_checkpoint(rd))
-        fixed = ("env", "obs", "world_model", "num_envs", "hidden", "chunk_len")
         for k in overrides or {}:
-            if k in fixed:
-                raise ValueError(f"--set {k} cannot change on resume (fixed: {', '.join(fixed)})")
+            if k in FIXED_ON_RESUME:
+                raise ValueError(
+                    f"{k} cannot change on resume (fixed: {', '.join(FIXED_ON_RESUME)})"
+                )
         body = {**body, "config": {**body["config"], **(overrides or {})}}
-        AgentConfig(**body["config"])  # validate the overrides
+        from_mapping(AgentConfig, body["config"], "agent config")  # validate the overrides
         agent = cls._from_state(body, rd)
         agent.show_progress = show_progress
         agent.wm_opt.load_state_dict(body["wm_opt"])

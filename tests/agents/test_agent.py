@@ -1,0 +1,581 @@
+"""The Dreamer-style agent end to end: `mbrl-causal train` and `evaluate` on the debug
+preset, resume after a kill (simulated and a real SIGKILL), checkpoint errors, overrides
+on resume, and bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from mbrl_causal.agents import AgentConfig, CausalDreamer
+from mbrl_causal.agents import run as R
+from mbrl_causal.agents.config import load_preset
+from mbrl_causal.agents.train import FIXED_ON_RESUME, TrainRequest, _new_run
+from mbrl_causal.cli import main
+from mbrl_causal.config import from_mapping
+from mbrl_causal.world_models.config import WorldModelConfig
+from mbrl_causal.world_models.training import NonFiniteLoss
+
+NAMESPACES = {"rollout", "world_model", "causal", "actor_critic", "adaptation", "time"}
+QUIET = ["--no-progress", "--no-eval"]
+FAST = [*QUIET, "--set", "threads=1"]
+PNG = b"\x89PNG\r\n\x1a\n"
+FIXED_VALUES = {"env": "InterventionalPong-Neutral-v0", "obs": "pixels", "world_model": "s2ssm",
+                "num_envs": 4, "hidden": 64, "chunk_len": 64, "regime_info": "none"}  # fmt: skip
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _cli(args: list[str]) -> int:
+    try:
+        return main(args)
+    except SystemExit as e:  # argparse's own errors exit from inside the parser
+        return int(e.code or 0)
+
+
+def _train(run_dir: Path, *args: str) -> int:
+    return _cli(["train", "--preset", "debug", "--logdir", str(run_dir), *args, *FAST])
+
+
+def _records(run_dir: Path) -> list[dict[str, Any]]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def _scalar_steps(run_dir: Path) -> list[int]:
+    return [r["step"] for r in _records(run_dir) if r["kind"] == "scalars"]
+
+
+def _latest(run_dir: Path) -> dict[str, Any]:
+    return R.read_checkpoint(R.latest_checkpoint(run_dir))
+
+
+def _copy(run_dir: Path, dest: Path) -> Path:
+    shutil.copytree(run_dir, dest)
+    return dest
+
+
+def _snapshot(run_dir: Path) -> dict[str, bytes]:
+    """Every file of a run (path -> bytes): to show that a refused command changed nothing."""
+    return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*"))
+            if p.is_file()}  # fmt: skip
+
+
+def _one_line_error(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("mbrl-causal: error: "), err
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def debug_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One `mbrl-causal train --preset debug` run (spartan, objects, seed 0), shared."""
+    run_dir = tmp_path_factory.mktemp("agent") / "spartan-objects"
+    assert _train(run_dir) == 0
+    return run_dir
+
+
+# ---------------------------------------------------------------------- end to end
+@pytest.mark.parametrize(
+    ("world_model", "obs"), [("spartan", "objects"), ("s2ssm", "objects"), ("spartan", "pixels")]
+)
+def test_train_debug_end_to_end(
+    request: pytest.FixtureRequest, tmp_path: Path, world_model: str, obs: str
+) -> None:
+    if (world_model, obs) == ("spartan", "objects"):
+        run_dir = request.getfixturevalue("debug_run")
+    else:
+        run_dir = tmp_path / "run"
+        assert _train(run_dir, "--world-model", world_model, "--obs", obs) == 0
+    preset_agent, preset_wm = load_preset("debug")
+    total = preset_agent["total_steps"]
+
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["seed"] == 0
+    assert config["agent"]["world_model"] == world_model and config["agent"]["obs"] == obs
+    assert config["world_model"]["name"] == world_model and config["world_model"]["obs"] == obs
+    for key, value in preset_agent.items():
+        assert config["agent"][key] == value, key
+    for key, value in preset_wm.items():
+        assert config["world_model"][key] == value, key
+    cfg = AgentConfig(**config["agent"])
+
+    assert list((run_dir / "tb").glob("events.out.tfevents.*"))
+
+    records = _records(run_dir)
+    scalars = [r for r in records if r["kind"] == "scalars"]
+    assert scalars
+    steps = [r["step"] for r in scalars]
+    assert steps == sorted(set(steps)) and steps[-1] == total
+    seen = set()
+    for r in scalars:
+        for key in set(r) - {"kind", "step"}:
+            prefix, _, name = key.partition("/")
+            assert prefix in NAMESPACES and name, key
+            seen.add(prefix)
+    assert seen == NAMESPACES
+    losses = [r["world_model/loss"] for r in scalars if "world_model/loss" in r]
+    assert losses and all(math.isfinite(v) for v in losses)
+
+    # checkpoints: the newest is at total_steps, at most keep_checkpoints are kept
+    ckpts = R.checkpoint_paths(run_dir)
+    assert 1 <= len(ckpts) <= cfg.keep_checkpoints
+    assert ckpts[-1].name == f"step_{total:010d}.pt"
+    body = R.read_checkpoint(ckpts[-1])
+    assert body["counters"]["steps"] == total
+
+    # updates happened: one every steps_per_update env steps once past prefill
+    updates = body["counters"]["updates"]
+    low = (total - cfg.prefill) // cfg.steps_per_update
+    assert low >= 1 and low <= updates <= total // cfg.steps_per_update
+    assert scalars[-1]["time/updates"] == updates
+    fresh = CausalDreamer(cfg.env, WorldModelConfig(**body["world_model_config"]), cfg, None,
+                          body["seed"])  # fmt: skip
+    try:
+        init = fresh.model.state_dict()
+        assert any(not torch.equal(init[k], v) for k, v in body["model"].items())
+    finally:
+        fresh.close()
+
+    # replay: chunk files with the mode's observation arrays; the checkpoint lists them
+    files = {p.name for p in (run_dir / "replay").glob("*.npz")}
+    assert files and set(body["replay"]["names"]) <= files
+    keys = {"objects"} if obs == "objects" else {"objects", "pixels", "masks"}
+    with np.load(run_dir / "replay" / body["replay"]["names"][-1]) as chunk:
+        assert keys <= set(chunk.files)
+        for k in keys:
+            assert len(chunk[k]) == len(chunk["action"]) + 1
+
+    # predict: one observation and a batch
+    agent = CausalDreamer.load(ckpts[-1])
+    try:
+        space = agent.env.single_action_space
+        batch, _ = agent.env.reset(seed=123)
+        if isinstance(batch, dict):
+            single: Any = {k: v[0] for k, v in batch.items()}
+            big: Any = {k: np.concatenate([v, v, v]) for k, v in batch.items()}
+        else:
+            single, big = batch[0], np.concatenate([batch, batch, batch])
+        n = len(batch["objects"] if isinstance(batch, dict) else batch)
+        action, state = agent.predict(single)
+        assert state is None and np.ndim(action) == 0 and space.contains(action)
+        actions, _ = agent.predict(batch)
+        assert actions.shape == (n,) and all(space.contains(a) for a in actions)
+        greedy, _ = agent.predict(big, deterministic=True)
+        assert greedy.shape == (3 * n,) and all(space.contains(a) for a in greedy)
+        one, _ = agent.predict(single, deterministic=True)
+        assert one == greedy[0] == greedy[n] == greedy[2 * n]
+    finally:
+        agent.close()
+
+
+def test_metrics_records_keep_their_documented_kind(debug_run: Path) -> None:
+    """run.py documents {"kind": "scalars"|"adaptation"|"resume", ...} records; an
+    adaptation event's own ``kind`` ("recall"/"new") must not replace the record kind."""
+    events = _latest(debug_run)["events"]
+    assert events, "the debug run adapts at least once (precondition)"
+    records = _records(debug_run)
+    assert {r["kind"] for r in records} <= {"scalars", "adaptation", "resume"}
+    assert len([r for r in records if r["kind"] == "adaptation"]) == len(events)
+
+
+# ---------------------------------------------------------------------- resume
+class _Killed(Exception):
+    """Stands in for the process dying."""
+
+
+def _record_actions(agent: CausalDreamer, log: list, kill_at: int | None = None) -> None:
+    """Log (env step, actions) of every policy call; raise _Killed from ``kill_at`` on.
+
+    Wraps ``_policy`` on the instance (the env is pickled in checkpoints, the agent not).
+    """
+    policy = agent._policy
+
+    def wrapped(z: torch.Tensor, slots: np.ndarray, deterministic: bool) -> np.ndarray:
+        if kill_at is not None and agent.steps >= kill_at:
+            raise _Killed
+        actions = policy(z, slots, deterministic)
+        log.append((agent.steps, actions.copy()))
+        return actions
+
+    agent._policy = wrapped  # type: ignore[method-assign]
+
+
+def _without_time(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in r.items() if not k.startswith("time/")}
+            for r in records if r["kind"] == "scalars"]  # fmt: skip
+
+
+def test_resume_after_kill_matches_uninterrupted_run(tmp_path: Path) -> None:
+    preset_agent, _ = load_preset("debug")
+    n, c = preset_agent["total_steps"], preset_agent["checkpoint_every"]
+    assert preset_agent["prefill"] < c < n
+
+    def new(name: str) -> CausalDreamer:
+        return _new_run(TrainRequest(preset="debug", logdir=str(tmp_path / name), seed=7,
+                                     overrides=["threads=1"], show_progress=False))  # fmt: skip
+
+    a = new("A")
+    log_a: list = []
+    _record_actions(a, log_a)
+    a.learn(n)
+    a.env.close()
+
+    b = new("B")
+    _record_actions(b, [], kill_at=c + 120)
+    with pytest.raises(_Killed):
+        b.learn(n)
+    b.env.close()
+    run_b = tmp_path / "B"
+    assert [p.name for p in R.checkpoint_paths(run_b)] == [f"step_{c:010d}.pt"]
+    listed = set(_latest(run_b)["replay"]["names"])
+    replay = run_b / "replay"
+    shutil.copy(replay / sorted(listed)[-1], replay / "99999999-env0.npz")  # a stray chunk
+    stray = {p.name for p in replay.glob("*.npz")} - listed
+    assert "99999999-env0.npz" in stray and len(stray) > 1  # also chunks written after c
+    assert max(_scalar_steps(run_b)) > c  # logs written after the checkpoint
+
+    r = CausalDreamer.resume(run_b)
+    assert r.steps == c
+    assert {p.name for p in replay.glob("*.npz")} == listed
+    log_b: list = []
+    _record_actions(r, log_b)
+    r.learn(n)
+    r.env.close()
+
+    after_a = [(s, x) for s, x in log_a if s >= c]
+    assert after_a and len(after_a) == len(log_b)
+    for (sa, xa), (sb, xb) in zip(after_a, log_b, strict=True):
+        assert sa == sb
+        np.testing.assert_array_equal(xa, xb, err_msg=f"actions differ at env step {sa}")
+    for mine, theirs in ((a.model.state_dict(), r.model.state_dict()),
+                         (a.ac.state_dict(), r.ac.state_dict())):  # fmt: skip
+        assert mine.keys() == theirs.keys()
+        for k in mine:
+            assert torch.equal(mine[k], theirs[k]), k
+    assert (a.steps, a.updates, a.episodes) == (r.steps, r.updates, r.episodes)
+    assert [e.as_dict() for e in a.events] == [e.as_dict() for e in r.events]
+    # one consistent history: the killed part's logs were dropped and written again
+    assert _without_time(_records(tmp_path / "A")) == _without_time(_records(run_b))
+
+
+def test_sigkill_then_resume_finishes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir, total = tmp_path / "run", 2_000
+    script = Path(sys.executable).with_name("mbrl-causal")
+    command = [str(script)] if script.is_file() else [sys.executable, "-m", "mbrl_causal.cli"]
+    command += ["train", "--preset", "debug", "--logdir", str(run_dir), "--steps", str(total),
+                *FAST]  # fmt: skip
+    log = tmp_path / "train.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(command, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not R.checkpoint_paths(run_dir):
+            assert proc.poll() is None, f"train ended before a checkpoint:\n{log.read_text()}"
+            assert time.monotonic() < deadline, "no checkpoint within 120 s"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    killed_at = _latest(run_dir)["counters"]["steps"]
+    assert killed_at < total
+
+    assert _cli(["train", "--resume", str(run_dir), *QUIET]) == 0
+    assert f"from env step {killed_at}" in capsys.readouterr().err
+    latest = R.latest_checkpoint(run_dir)
+    assert latest.name == f"step_{total:010d}.pt"
+    assert R.read_checkpoint(latest)["counters"]["steps"] == total
+    steps = _scalar_steps(run_dir)
+    assert steps == sorted(set(steps)) and steps[-1] == total
+
+
+def test_api_run_directory_is_resumable(tmp_path: Path) -> None:
+    """A run directory made by the Python API (learn with run_dir) can be resumed."""
+    agent_over, wm_over = load_preset("debug")
+    cfg = from_mapping(AgentConfig, {**agent_over, "threads": 1})
+    wm = from_mapping(WorldModelConfig, {**wm_over, "name": "spartan"})
+    run_dir = tmp_path / "run"
+    agent = CausalDreamer("InterventionalPong-v0", wm, cfg, run_dir, seed=0)
+    agent.learn(cfg.checkpoint_every)
+    agent.close()
+    assert R.checkpoint_paths(run_dir)
+    resumed = CausalDreamer.resume(run_dir)
+    try:
+        assert resumed.steps == cfg.checkpoint_every
+    finally:
+        resumed.close()
+
+
+def _corrupt_truncated(path: Path) -> Path:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def _corrupt_garbage(path: Path) -> Path:
+    path.write_bytes(b"\x00not a checkpoint\xff" * 64)
+    return path
+
+
+def _foreign_dict(path: Path) -> Path:
+    newer = path.with_name("step_9999999999.pt")
+    torch.save({"model": {"w": torch.zeros(3)}, "steps": 5}, newer)
+    return newer
+
+
+def _wrong_version(path: Path) -> Path:
+    body = torch.load(path, weights_only=False)
+    torch.save({**body, "version": 999}, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("damage", "needle"),
+    [(_corrupt_truncated, "corrupt"), (_corrupt_garbage, "corrupt"),
+     (_foreign_dict, "not an mbrl-causal agent checkpoint"), (_wrong_version, "version 999")],
+    ids=["truncated", "garbage", "foreign", "version"],
+)  # fmt: skip
+def test_bad_checkpoint_is_a_clear_error(
+    debug_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: Any, needle: str
+) -> None:
+    run_dir = _copy(debug_run, tmp_path / "run")
+    bad = damage(R.latest_checkpoint(run_dir))
+    assert R.latest_checkpoint(run_dir) == bad
+    with pytest.raises(ValueError, match=needle) as e:
+        CausalDreamer.resume(run_dir)
+    assert bad.name in str(e.value)
+    before = _snapshot(run_dir)
+    assert _cli(["train", "--resume", str(run_dir), *QUIET]) == 2
+    line = _one_line_error(capsys.readouterr().err)
+    assert needle in line and bad.name in line
+    assert _cli(["evaluate", str(run_dir), "--regimes", "neutral", "--episodes", "1"]) == 2
+    line = _one_line_error(capsys.readouterr().err)
+    assert needle in line
+    assert _snapshot(run_dir) == before
+
+
+def test_resume_applies_and_reports_overrides(
+    debug_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = _copy(debug_run, tmp_path / "run")
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    old = saved["agent"]
+    at = _latest(run_dir)["counters"]["steps"]
+    total, log_every = old["total_steps"] + 400, old["log_every"] * 2
+    trigger = "oracle" if old["adapt_trigger"] != "oracle" else "none"
+    code = _cli(["train", "--resume", str(run_dir), "--steps", str(total), "--set",
+                 f"log_every={log_every}", "--adapt-trigger", trigger, *QUIET])  # fmt: skip
+    assert code == 0
+    err = capsys.readouterr().err
+    [line] = [x for x in err.splitlines() if x.startswith("resume: applied overrides")]
+    assert f"total_steps: {old['total_steps']!r} -> {total!r}" in line
+    assert f"log_every: {old['log_every']!r} -> {log_every!r}" in line
+    assert f"adapt_trigger: {old['adapt_trigger']!r} -> {trigger!r}" in line
+
+    expected = {"total_steps": total, "log_every": log_every, "adapt_trigger": trigger}
+    resumes = [r for r in _records(run_dir) if r["kind"] == "resume"]
+    assert resumes == [{"kind": "resume", "step": at, "overrides": expected}]
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["agent"] == {**old, **expected}
+    assert config["world_model"] == saved["world_model"] and config["seed"] == saved["seed"]
+    body = _latest(run_dir)
+    assert body["counters"]["steps"] == total
+    assert body["config"] == config["agent"]
+    later = [s for s in _scalar_steps(run_dir) if s > at]
+    assert later == list(range((at // log_every + 1) * log_every, total + 1, log_every))
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--world-model", "s2ssm"], "--world-model"),
+        (["--obs", "pixels"], "--obs"),
+        (["--env", "InterventionalPong-Neutral-v0"], "--env"),
+        (["--set", "hidden=64"], "hidden"),
+        (["--set", "num_envs=4"], "num_envs"),
+        (["--set", "regime_info=none"], "regime_info"),
+        (["--set", "d_model=64"], "d_model"),
+    ],
+)
+def test_resume_refuses_fixed_options(
+    debug_run: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    needle: str,
+) -> None:
+    run_dir = _copy(debug_run, tmp_path / "run")
+    before = _snapshot(run_dir)
+    assert _cli(["train", "--resume", str(run_dir), *args, *QUIET]) == 2
+    assert needle in _one_line_error(capsys.readouterr().err)
+    assert _snapshot(run_dir) == before
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "needle"),
+    [*((k, FIXED_VALUES[k], "cannot change on resume") for k in FIXED_ON_RESUME),
+     ("d_model", 64, "d_model"), ("horizon", -1, "horizon")],
+)  # fmt: skip
+def test_api_resume_refuses_fixed_and_bad_fields(
+    debug_run: Path, tmp_path: Path, key: str, value: Any, needle: str
+) -> None:
+    """CausalDreamer.resume refuses what `train --resume` refuses (FIXED_ON_RESUME), and
+    an unknown or invalid field is a ValueError like every other bad config value."""
+    run_dir = _copy(debug_run, tmp_path / "run")
+    try:
+        agent = CausalDreamer.resume(run_dir, {key: value})
+    except ValueError as e:
+        assert needle in str(e)
+        return
+    agent.close()
+    pytest.fail(f"resume accepted {key}={value!r} (config now {agent.config.to_dict()[key]!r})")
+
+
+# ---------------------------------------------------------------------- evaluate
+def test_evaluate_writes_documented_record(
+    debug_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    js = tmp_path / "eval.json"
+    regimes = ["neutral", "gravity+opponent-random"]
+    args = ["evaluate", str(debug_run), "--regimes", ",".join(regimes), "--episodes", "2"]
+    assert _cli([*args, "--json", str(js)]) == 0
+    assert f"wrote {debug_run}/eval/" in capsys.readouterr().out
+    record = json.loads(js.read_text())
+    assert record == json.loads((debug_run / "eval" / "eval.json").read_text())
+    body = _latest(debug_run)
+    assert record["checkpoint_step"] == body["counters"]["steps"]
+    assert record["world_model"] == "spartan" and record["episodes"] == 2
+    assert list(record["per_regime"]) == regimes
+
+    for name, entry in record["per_regime"].items():
+        for key in ("return_mean", "return_std", "mse", "shd"):
+            assert isinstance(entry[key], float) and math.isfinite(entry[key]), (name, key)
+        assert entry["return_std"] >= 0 and entry["mse"] >= 0 and entry["shd"] >= 0
+    simple = record["per_regime"]["neutral"]
+    assert simple["kind"] == "simple" and "returns_after_switch" not in simple
+    held = record["per_regime"]["gravity+opponent-random"]
+    assert held["kind"] == "composite"
+    post = held["returns_after_switch"]
+    assert len(post) == 2 and all(math.isfinite(x) for x in post)
+    assert held["return_mean"] == pytest.approx(np.mean(post))
+    assert held["return_std"] == pytest.approx(np.std(post))
+    level = held["pre_switch_return"]
+    ok = [i + 1 for i, x in enumerate(post) if x >= level - 0.1 * abs(level)]
+    assert held["recovered_within_episodes"] == (ok[0] if ok else None)
+
+    det = record["detection"]
+    assert det["switches"] == 1  # one held-out stream, one switch
+    assert 0 <= det["detected"] <= det["switches"]
+    assert isinstance(det["false_alarms"], int) and det["false_alarms"] >= 0
+    if det["detected"]:
+        assert math.isfinite(det["delay_mean"]) and det["delay_mean"] >= 0
+    else:
+        assert det["delay_mean"] is None
+
+    out = debug_run / "eval"
+    summary = (out / "summary.md").read_text()
+    for name in regimes:
+        assert f"| {name} |" in summary
+    for png in ("adaptation.png", "graphs.png"):
+        assert (out / png).read_bytes()[:8] == PNG
+
+
+# ---------------------------------------------------------------------- bad input
+def test_unknown_env_exits_2_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = tmp_path / "run"
+    assert _train(run_dir, "--env", "Bogus-v0") == 2
+    assert "Bogus-v0" in _one_line_error(capsys.readouterr().err)
+    assert not run_dir.exists()
+    with pytest.raises(ValueError, match="Bogus-v0"):
+        CausalDreamer("Bogus-v0", "spartan", AgentConfig.preset("debug"), run_dir)
+    assert not run_dir.exists()
+
+
+def test_train_refuses_to_overwrite_a_run(
+    debug_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = _copy(debug_run, tmp_path / "run")
+    before = _snapshot(run_dir)
+    assert _train(run_dir) == 2
+    assert "--resume" in _one_line_error(capsys.readouterr().err)
+    assert _snapshot(run_dir) == before
+    assert _cli(["train", "--resume", str(tmp_path / "nothing"), *QUIET]) == 2
+    assert "not a run directory" in _one_line_error(capsys.readouterr().err)
+
+
+def _poison_reward_head(agent: CausalDreamer) -> None:
+    with torch.no_grad():
+        next(agent.model.reward_head.parameters()).fill_(float("nan"))
+
+
+def _state(agent: CausalDreamer) -> dict[str, torch.Tensor]:
+    both = {**{f"wm.{k}": v for k, v in agent.model.state_dict().items()},
+            **{f"ac.{k}": v for k, v in agent.ac.state_dict().items()}}  # fmt: skip
+    return {k: v.detach().clone() for k, v in both.items()}
+
+
+def test_nan_world_model_loss_stops_the_update(debug_run: Path, tmp_path: Path) -> None:
+    run_dir = _copy(debug_run, tmp_path / "run")
+    agent = CausalDreamer.resume(run_dir)
+    try:
+        assert agent.replay.windows(agent.config.seq_len) > 0
+        _poison_reward_head(agent)
+        before, updates = _state(agent), agent.updates
+        opt_before = {k: dict(v) for k, v in agent.wm_opt.state_dict()["state"].items()}
+        with pytest.raises(NonFiniteLoss, match=r"world-model loss term '[a-z_]+' is nan"):
+            agent._update()
+        assert agent.updates == updates
+        after = _state(agent)
+        for k, v in before.items():
+            torch.testing.assert_close(after[k], v, rtol=0, atol=0, equal_nan=True, msg=k)
+        opt_after = agent.wm_opt.state_dict()["state"]
+        for k, v in opt_before.items():
+            assert torch.equal(opt_after[k]["step"], v["step"])
+
+        checkpoints = R.checkpoint_paths(run_dir)
+        with pytest.raises(NonFiniteLoss):
+            agent.learn(agent.steps + 2 * agent.config.steps_per_update)
+        assert agent.updates == updates
+        assert R.checkpoint_paths(run_dir) == checkpoints  # no checkpoint of a broken model
+    finally:
+        agent.close()
+
+
+def test_nan_loss_message_names_the_offending_term(debug_run: Path, tmp_path: Path) -> None:
+    """A NaN reward head makes the 'reward' term NaN; the message should say so, not just
+    'total' (which is NaN whenever any term is)."""
+    agent = CausalDreamer.resume(_copy(debug_run, tmp_path / "run"))
+    try:
+        _poison_reward_head(agent)
+        with pytest.raises(NonFiniteLoss, match="term 'reward' is nan"):
+            agent._update()
+    finally:
+        agent.close()
