@@ -244,10 +244,15 @@ class Adapter:
     ) -> tuple[str, int, float]:
         """Recall a known slot or fit a new token into slot ``free``.
 
+        Slots are codebook rows (``known``, ``free`` and the returned slot), whatever the
+        model's regime ids are.
+
         Returns ``(kind, slot, best_error)``. With no free slot the best known slot is
         recalled whatever its error.
         """
-        errors = {s: e for s, e in regime_errors(model, batch).items() if s in known}
+        # regime_errors is keyed by the model's regime ids; slots are codebook rows
+        row = {rid: i for i, rid in enumerate(model.regime_ids)}
+        errors = {row[r]: e for r, e in regime_errors(model, batch).items() if row[r] in known}
         best = min(errors, key=errors.__getitem__) if errors else 0
         best_err = errors.get(best, math.inf)
         if free is None or best_err <= self.tolerance * reference:

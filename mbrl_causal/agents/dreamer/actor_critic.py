@@ -193,6 +193,7 @@ class ActorCritic(nn.Module):
                 torch.cat([torch.ones_like(roll["cont"][:1]), roll["cont"][:-1]]), 0
             )
         returns = lambda_returns(roll["reward"], roll["cont"], values, c.gamma, c.lambda_)
+        prev_norm = self.normalizer.state_dict()
         scale = self.normalizer.update(returns)
         if self.discrete:
             adv = ((returns - values[:-1]) / scale).detach()
@@ -210,6 +211,7 @@ class ActorCritic(nn.Module):
         ).mean()
         for name, loss in (("actor", actor_loss), ("critic", critic_loss)):
             if not torch.isfinite(loss):
+                self.normalizer.load_state_dict(prev_norm)  # a refused update changes nothing
                 raise FloatingPointError(
                     f"actor-critic loss term {name!r} is {loss.item()}; the update was "
                     "skipped (lower the learning rates or check the world model)"
