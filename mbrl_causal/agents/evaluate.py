@@ -35,6 +35,7 @@ import numpy as np
 
 from mbrl_causal.agents import run as R
 from mbrl_causal.agents.dreamer.agent import CausalDreamer
+from mbrl_causal.envs.pong import OBJECT_NAMES
 from mbrl_causal.envs.regimes import REGIMES
 from mbrl_causal.io import write_atomic, write_json
 from mbrl_causal.world_models.data import parse_regimes
@@ -219,6 +220,7 @@ def _plot_adaptation(record: dict[str, Any], path: Path) -> None:
         ax.axhline(e["pre_switch_return"], color=line.get_color(), ls="--", lw=0.8,
                    label="pre-switch level" if i == 0 else None)  # fmt: skip
     ax.set_xlabel("episode after the switch")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel("return (points won - lost)")
     ax.set_title(f"Adaptation after a switch (trigger: {record['adapt_trigger']})")
     if held:
@@ -237,15 +239,23 @@ def _plot_graphs(graphs: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -
     import matplotlib.pyplot as plt
 
     names = list(graphs) or ["none"]
-    fig, axes = plt.subplots(2, len(names), figsize=(2.2 * len(names) + 1, 4.6), squeeze=False)
+    fig, axes = plt.subplots(2, len(names), figsize=(1.6 * len(names) + 1.5, 5.0), squeeze=False,
+                             layout="constrained")  # fmt: skip
     for j, name in enumerate(names):
         for i, label in enumerate(("predicted", "true")):
             ax = axes[i, j]
             if name in graphs:
-                im = ax.imshow(graphs[name][i], vmin=0, vmax=1, cmap="viridis")
+                freq = graphs[name][i]
+                im = ax.imshow(freq, vmin=0, vmax=1, cmap="viridis")
+                n = freq.shape[1]
+                names = [*OBJECT_NAMES[:n], *(f"d{k}" for k in range(n - len(OBJECT_NAMES)))]
+                ax.set_xticks(range(n), names, rotation=90)
+                ax.set_yticks(range(n + 2), [*names, "action", "regime"])
             ax.set_title(f"{name}\n{label}" if i == 0 else label, fontsize=7)
-            ax.set_xlabel("child object", fontsize=6)
-            ax.set_ylabel("parent node", fontsize=6)
+            if i == 1:
+                ax.set_xlabel("child", fontsize=6)
+            if j == 0:
+                ax.set_ylabel("parent", fontsize=6)
             ax.tick_params(labelsize=5)
     if graphs:
         fig.colorbar(im, ax=axes, shrink=0.6, label="edge frequency per step")
