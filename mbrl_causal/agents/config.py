@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from mbrl_causal.config import from_mapping
+from mbrl_causal.world_models.config import _one_of
 
 __all__ = [
     "ADAPT_TRIGGERS",
@@ -167,11 +168,6 @@ class AgentConfig:
         """The agent config of a preset (name or YAML file) with ``overrides``."""
         agent, _ = load_preset(name)
         return from_mapping(cls, {**agent, **overrides}, "agent config")
-
-
-def _one_of(name: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
 
 
 def load_preset(name: str) -> tuple[dict[str, Any], dict[str, Any]]:

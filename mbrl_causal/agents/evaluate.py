@@ -211,6 +211,7 @@ def _plot_adaptation(record: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     held = {k: v for k, v in record["per_regime"].items() if "returns_after_switch" in v}
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -220,7 +221,7 @@ def _plot_adaptation(record: dict[str, Any], path: Path) -> None:
         ax.axhline(e["pre_switch_return"], color=line.get_color(), ls="--", lw=0.8,
                    label="pre-switch level" if i == 0 else None)  # fmt: skip
     ax.set_xlabel("episode after the switch")
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("return (points won - lost)")
     ax.set_title(f"Adaptation after a switch (trigger: {record['adapt_trigger']})")
     if held:
