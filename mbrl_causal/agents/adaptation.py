@@ -167,7 +167,7 @@ class AdaptationEvent:
 
     step: int
     env_index: int
-    kind: str  # "recall" or "new"
+    decision: str  # "recall" or "new"
     slot: int
     transitions: int
     best_error: float  # next-latent MSE of the best known slot on the K transitions

@@ -287,9 +287,7 @@ class CausalDreamer:
         event = AdaptationEvent(self.steps, i, kind, slot, c.adapt_k, best, ref, true_regime)
         self.events.append(event)
         if self._logger is not None:
-            record = event.as_dict()
-            record["decision"] = record.pop("kind")  # "kind" names the record type
-            self._logger.record("adaptation", self.steps, record)
+            self._logger.record("adaptation", self.steps, event.as_dict())
 
     # ------------------------------------------------------------------ learning
     def _update(self) -> dict[str, float]:
@@ -389,8 +387,8 @@ class CausalDreamer:
             "rollout/episode_length": float(np.mean([f[1] for f in recent])) if recent else None,
             "rollout/episodes": float(self.episodes),
             "adaptation/events": float(len(self.events)),
-            "adaptation/new_tokens": float(sum(e.kind == "new" for e in self.events)),
-            "adaptation/recalls": float(sum(e.kind == "recall" for e in self.events)),
+            "adaptation/new_tokens": float(sum(e.decision == "new" for e in self.events)),
+            "adaptation/recalls": float(sum(e.decision == "recall" for e in self.events)),
             "adaptation/detection_delay": det.delay_mean,
             "adaptation/false_alarms": float(det.false_alarms),
             "adaptation/missed_switches": float(det.missed),
