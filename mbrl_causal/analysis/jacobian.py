@@ -1,0 +1,347 @@
+"""Ground-truth Jacobians of one MuJoCo env step by central finite differences.
+
+One env step of a Gymnasium MuJoCo env is ``frame_skip`` calls of ``mj_step`` with the
+control held. :class:`StepJacobian` differentiates that whole step (not one substep) with
+respect to the state in MuJoCo's tangent space and to the control::
+
+    x = (dq, qvel, act)        tangent state, 2 * nv + na numbers (dq: mj_integratePos)
+    x' = step(x, u)            frame_skip physics steps, ctrl = u held
+    J_s = dx'/dx  (nx, nx)     J_a = dx'/du  (nx, nu)
+
+How it is computed (and why):
+
+- every perturbed start state is a copy of the full physics state (``mj_getState`` with
+  ``mjSTATE_FULLPHYSICS``) plus the env's warm start (``qacc_warmstart``) and all user
+  inputs (``mjSTATE_USER``: ctrl, applied forces, mocap, ...), so each replay starts where
+  the env would; the env's own ``MjData`` is only read, never written;
+- positions are perturbed on the manifold with ``mj_integratePos`` (quaternions of free
+  and ball joints stay unit) and differences of next positions are taken with
+  ``mj_differentiatePos``; velocities and activations are perturbed additively;
+- the ``2 * (nx + nu) + 1`` replays (one nominal, two per column) run in one call of
+  ``mujoco.rollout`` (C, optionally multithreaded), which is what makes it fast from
+  Python; ``mjd_transitionFD`` is not used: it refuses the RK4 integrator (Hopper,
+  Walker2d, Ant, Reacher, Swimmer) and gives one substep only (the tests chain it over
+  the substeps on Euler envs as the cross-check);
+- controls are perturbed inside ``ctrlrange`` (MuJoCo clamps ctrl, so a step past a bound
+  would see a flat function): u+ = min(u + eps, hi), u- = max(u - eps, lo) and the column
+  is (x'(u+) - x'(u-)) / (u+ - u-). Inside the range this is the central difference; at
+  a bound it is one-sided (first-order accurate); within eps of a bound it is an
+  asymmetric difference. Activations are perturbed additively without regard to actrange.
+
+Finite differences give round-off noise rather than exact zeros (about
+``1e-16 * |x'| / eps``), so the metrics threshold the entries (:mod:`.metrics`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+from mujoco import rollout as mj_rollout
+
+__all__ = [
+    "JacobianConfig",
+    "JacobianSamples",
+    "StepJacobian",
+    "StepJacobians",
+    "collect_mujoco",
+    "env_parts",
+    "state_labels",
+    "tangent_size",
+]
+
+_FULL = int(mujoco.mjtState.mjSTATE_FULLPHYSICS)
+_USER = int(mujoco.mjtState.mjSTATE_USER)
+_TIME = int(mujoco.mjtState.mjSTATE_TIME)
+_HINGE_SLIDE = (int(mujoco.mjtJoint.mjJNT_HINGE), int(mujoco.mjtJoint.mjJNT_SLIDE))
+
+
+@dataclass(frozen=True)
+class JacobianConfig:
+    """Finite-difference settings of :class:`StepJacobian`."""
+
+    eps: float = 1e-6
+    """Perturbation of each tangent coordinate (rad or m, rad/s or m/s) and control unit."""
+    threads: int = 1
+    """Threads of ``mujoco.rollout`` (1: run in the calling thread)."""
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.eps, (int, float)) and 0.0 < self.eps < 1.0):
+            raise ValueError(f"eps must be a number in (0, 1), got {self.eps!r}")
+        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1:
+            raise ValueError(f"threads must be an int >= 1, got {self.threads!r}")
+
+
+class StepJacobians(NamedTuple):
+    """Jacobians of one env step at one state and control.
+
+    Attributes:
+        J_s: d x' / d x, (2 nv + na, 2 nv + na), tangent coordinates.
+        J_a: d x' / d u, (2 nv + na, nu).
+        next_state: The nominal next full-physics state (``mjSTATE_FULLPHYSICS`` layout),
+            equal to what the env's own step gives.
+    """
+
+    J_s: np.ndarray
+    J_a: np.ndarray
+    next_state: np.ndarray
+
+
+def tangent_size(model: mujoco.MjModel) -> int:
+    """Size of the tangent state ``2 * nv + na``."""
+    return 2 * model.nv + model.na
+
+
+def env_parts(env: Any) -> tuple[mujoco.MjModel, mujoco.MjData, int]:
+    """``(model, data, frame_skip)`` of a Gymnasium MuJoCo env (wrappers allowed).
+
+    Raises:
+        ValueError: if ``env`` is not a MuJoCo env.
+    """
+    base = getattr(env, "unwrapped", env)
+    model, data = getattr(base, "model", None), getattr(base, "data", None)
+    if not isinstance(model, mujoco.MjModel) or not isinstance(data, mujoco.MjData):
+        raise ValueError(f"{base!r} is not a Gymnasium MuJoCo env (no MjModel/MjData)")
+    return model, data, int(getattr(base, "frame_skip", 1))
+
+
+class StepJacobian:
+    """Central finite-difference Jacobians of ``frame_skip`` MuJoCo steps.
+
+    Args:
+        model: The compiled model.
+        frame_skip: Physics steps per env step (the control is held over them).
+        config: Perturbation size and rollout threads.
+
+    Example:
+        >>> import gymnasium as gym
+        >>> env = gym.make("InvertedPendulum-v5")
+        >>> _ = env.reset(seed=0)
+        >>> model, data, skip = env_parts(env)
+        >>> jac = StepJacobian(model, skip)(data, np.zeros(model.nu))
+        >>> jac.J_s.shape, jac.J_a.shape
+        ((4, 4), (4, 1))
+    """
+
+    def __init__(
+        self, model: mujoco.MjModel, frame_skip: int, config: JacobianConfig | None = None
+    ) -> None:
+        if isinstance(frame_skip, bool) or not isinstance(frame_skip, int) or frame_skip < 1:
+            raise ValueError(f"frame_skip must be an int >= 1, got {frame_skip!r}")
+        self.model, self.frame_skip = model, frame_skip
+        self.config = config or JacobianConfig()
+        nv, na, nu = model.nv, model.na, model.nu
+        self.nx, self.nu = 2 * nv + na, nu
+        self.n_rollouts = 1 + 2 * (self.nx + nu)
+        self._qpos = mujoco.mj_stateSize(model, _TIME)
+        self._qvel = self._qpos + model.nq
+        self._end = self._qvel + nv + na  # qvel and act are contiguous in the state
+        self._linear = bool(np.isin(model.jnt_type, _HINGE_SLIDE).all())
+        nstate, nuser = mujoco.mj_stateSize(model, _FULL), mujoco.mj_stateSize(model, _USER)
+        b, t = self.n_rollouts, frame_skip
+        self._start = np.empty((b, nstate))
+        self._control = np.empty((b, t, nuser))
+        self._warm = np.empty((b, nv))
+        self._out = np.empty((b, t, nstate))
+        self._sensors = np.empty((b, t, model.nsensordata))
+        self._models = [model] * b
+        self._datas = [mujoco.MjData(model) for _ in range(self.config.threads)]
+        threads = self.config.threads
+        self._pool = mj_rollout.Rollout(nthread=threads if threads > 1 else 0)
+        self._state_buf, self._user_buf = np.empty(nstate), np.empty(nuser)
+        lo, hi = model.actuator_ctrlrange.T.copy()
+        limited = model.actuator_ctrllimited.astype(bool)
+        self._lo = np.where(limited, lo, -np.inf)
+        self._hi = np.where(limited, hi, np.inf)
+
+    def close(self) -> None:
+        """Shut the rollout thread pool down (also done when the object is collected)."""
+        self._pool.close()
+
+    def _fill_starts(self, data: mujoco.MjData, ctrl: np.ndarray) -> np.ndarray:
+        """Write the perturbed start states and controls; return the control steps du."""
+        m, eps, nv = self.model, self.config.eps, self.model.nv
+        mujoco.mj_getState(m, data, self._state_buf, _FULL)
+        mujoco.mj_getState(m, data, self._user_buf, _USER)
+        self._user_buf[: self.nu] = ctrl
+        self._start[:] = self._state_buf
+        self._control[:] = self._user_buf
+        self._warm[:] = data.qacc_warmstart
+        q0 = self._state_buf[self._qpos : self._qvel]
+        rows = self._start[1 : 1 + 2 * nv, self._qpos : self._qvel]
+        if self._linear:  # hinge/slide only: the tangent step is a plain addition
+            rows[0::2] += eps * np.eye(nv)
+            rows[1::2] -= eps * np.eye(nv)
+        else:
+            dv = np.zeros(nv)
+            for i in range(nv):
+                for k, sign in enumerate((eps, -eps)):
+                    rows[2 * i + k] = q0
+                    dv[i] = sign
+                    mujoco.mj_integratePos(m, rows[2 * i + k], dv, 1.0)
+                dv[i] = 0.0
+        n_vel = self.nx - nv  # qvel and act
+        vel = self._start[1 + 2 * nv : 1 + 2 * self.nx, self._qvel : self._end]
+        vel[0::2] += eps * np.eye(n_vel)
+        vel[1::2] -= eps * np.eye(n_vel)
+        up = np.minimum(ctrl + eps, self._hi)
+        down = np.maximum(ctrl - eps, self._lo)
+        ctl = self._control[1 + 2 * self.nx :, :, : self.nu]
+        for j in range(self.nu):
+            ctl[2 * j, :, j] = up[j]
+            ctl[2 * j + 1, :, j] = down[j]
+        return up - down
+
+    def _differences(self, final: np.ndarray) -> np.ndarray:
+        """Tangent differences x'(plus) - x'(minus), one row per column, (nx + nu, nx)."""
+        nv = self.model.nv
+        plus, minus = final[1::2], final[2::2]
+        diff = np.empty((len(plus), self.nx))
+        diff[:, nv:] = plus[:, self._qvel : self._end] - minus[:, self._qvel : self._end]
+        if self._linear:
+            diff[:, :nv] = plus[:, self._qpos : self._qvel] - minus[:, self._qpos : self._qvel]
+        else:
+            for k in range(len(plus)):
+                mujoco.mj_differentiatePos(
+                    self.model,
+                    diff[k, :nv],
+                    1.0,
+                    minus[k, self._qpos : self._qvel],
+                    plus[k, self._qpos : self._qvel],
+                )
+        return diff
+
+    def __call__(self, data: mujoco.MjData, ctrl: np.ndarray | None = None) -> StepJacobians:
+        """Jacobians at ``data``'s current state with control ``ctrl`` (default data.ctrl).
+
+        ``data`` is not modified.
+        """
+        u = np.array(data.ctrl if ctrl is None else ctrl, dtype=np.float64).reshape(-1)
+        if u.shape != (self.nu,) or not np.isfinite(u).all():
+            raise ValueError(f"ctrl must be {self.nu} finite numbers, got shape {u.shape}")
+        du = self._fill_starts(data, u)
+        if (du <= 0).any():
+            bad = np.flatnonzero(du <= 0).tolist()
+            raise ValueError(f"actuators {bad} have an empty ctrlrange; cannot differentiate")
+        self._pool.rollout(
+            self._models, self._datas, self._start, self._control, control_spec=_USER,
+            skip_checks=True, nstep=self.frame_skip, initial_warmstart=self._warm,
+            state=self._out, sensordata=self._sensors,
+        )  # fmt: skip
+        final = self._out[:, -1]
+        diff = self._differences(final)
+        nx = self.nx
+        j_s = (diff[:nx] / (2.0 * self.config.eps)).T
+        j_a = (diff[nx:] / du[:, None]).T
+        return StepJacobians(np.ascontiguousarray(j_s), np.ascontiguousarray(j_a), final[0].copy())
+
+
+@dataclass
+class JacobianSamples:
+    """Jacobians along trajectories, with the transitions they were taken at.
+
+    Attributes:
+        J_s: (S, nx, nx) state Jacobians, one per env step.
+        J_a: (S, nx, nu) action Jacobians (None where the action is not differentiable).
+        episodes: (S,) episode id of each sample (consecutive, in time order).
+        states: (S, nx) state before each step (MuJoCo: qpos, qvel, act).
+        actions: (S, nu) actions.
+        next_states: (S, nx) state after each step.
+        state_labels: One name per state coordinate (tangent coordinates for MuJoCo).
+        action_labels: One name per action coordinate.
+        extra: Env-specific arrays (Interventional Pong: ``blocks``, ``graphs``).
+    """
+
+    J_s: np.ndarray
+    J_a: np.ndarray | None
+    episodes: np.ndarray
+    states: np.ndarray
+    actions: np.ndarray
+    next_states: np.ndarray
+    state_labels: list[str]
+    action_labels: list[str]
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+_DOF_NAMES = {
+    int(mujoco.mjtJoint.mjJNT_FREE): ("x", "y", "z", "rx", "ry", "rz"),
+    int(mujoco.mjtJoint.mjJNT_BALL): ("rx", "ry", "rz"),
+}
+
+
+def state_labels(model: mujoco.MjModel) -> list[str]:
+    """Names of the tangent coordinates: ``q:<joint>[.<dof>]``, ``v:...``, ``act:<i>``."""
+    dofs: list[str] = []
+    for j in range(model.njnt):
+        name = mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_JOINT, j) or f"joint{j}"
+        parts = _DOF_NAMES.get(int(model.jnt_type[j]))
+        dofs += [f"{name}.{p}" for p in parts] if parts else [name]
+    return (
+        [f"q:{d}" for d in dofs] + [f"v:{d}" for d in dofs] + [f"act:{i}" for i in range(model.na)]
+    )
+
+
+def _actuator_labels(model: mujoco.MjModel) -> list[str]:
+    return [
+        mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_ACTUATOR, i) or f"ctrl{i}"
+        for i in range(model.nu)
+    ]
+
+
+def _physics_state(data: mujoco.MjData) -> np.ndarray:
+    return np.concatenate([data.qpos, data.qvel, data.act])
+
+
+def collect_mujoco(
+    env_id: str,
+    steps: int,
+    episodes: int = 1,
+    seed: int = 0,
+    config: JacobianConfig | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> JacobianSamples:
+    """Env-step Jacobians along random-policy trajectories of a Gymnasium MuJoCo env.
+
+    Each episode runs at most ``ceil(steps / episodes)`` steps; an episode that ends
+    earlier (terminated or truncated) is followed by a new one, until ``steps`` samples.
+    Actions are uniform in the action space (seeded by ``seed``), i.e. inside ctrlrange.
+
+    ``states`` are ``(qpos, qvel, act)``: tangent coordinates exactly when every joint is a
+    hinge or a slide (no quaternion); ``progress(1)`` is called after every sample.
+    """
+    env = gym.make(env_id)
+    model, data, skip = env_parts(env)
+    jac = StepJacobian(model, skip, config)
+    per_episode = math.ceil(steps / episodes)
+    rng_seed = np.random.default_rng(seed).integers(2**31)
+    env.action_space.seed(int(rng_seed))
+    out: dict[str, list[Any]] = {k: [] for k in ("J_s", "J_a", "ep", "s", "a", "s2")}
+    episode, t = 0, 0
+    env.reset(seed=seed)
+    try:
+        for _ in range(steps):
+            u = np.asarray(env.action_space.sample(), np.float64)
+            j = jac(data, u)
+            before = _physics_state(data)
+            _, _, terminated, truncated, _ = env.step(u)
+            row = (j.J_s, j.J_a, episode, before, u, _physics_state(data))
+            for key, value in zip(out, row, strict=True):
+                out[key].append(value)
+            t += 1
+            if terminated or truncated or t >= per_episode:
+                episode, t = episode + 1, 0
+                env.reset()
+            if progress is not None:
+                progress(1)
+    finally:
+        jac.close()
+        env.close()
+    return JacobianSamples(
+        np.array(out["J_s"]), np.array(out["J_a"]), np.array(out["ep"]), np.array(out["s"]),
+        np.array(out["a"]), np.array(out["s2"]), state_labels(model), _actuator_labels(model),
+    )  # fmt: skip
