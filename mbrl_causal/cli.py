@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from mbrl_causal.analysis import command as _sparsity
 from mbrl_causal.io import output_file, write_json
 
 __all__ = ["main"]
@@ -108,6 +109,9 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="what starts an adaptation (surprise)")  # fmt: skip
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override an agent or world-model field, e.g. horizon=10")  # fmt: skip
+    p.add_argument("--agent", choices=("dreamer", "ppo", "ppo-imagination", "sac-imagination"),
+                   help="dreamer (default); ppo: SB3 PPO on the real env; ppo-imagination / "
+                   "sac-imagination: SB3 learning in the world model (Dyna)")  # fmt: skip
     p.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its last checkpoint")
     p.add_argument("--no-eval", action="store_true", help="skip the evaluation at the end")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -124,6 +128,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video", action="store_true", help="also write RUN_DIR/eval/videos/")
     p.add_argument("--seed", type=int, default=10_000, help="seed of the evaluation envs")
     p.add_argument("--json", metavar="FILE", help="also write the results to FILE")
+
+    _sparsity.add_parser(sub)  # mbrl-causal sparsity (mbrl_causal.analysis.command)
 
     p = sub.add_parser("bench", help="speed benchmarks that write JSON")
     bench = p.add_subparsers(dest="bench", metavar="WHAT", parser_class=_Parser)
@@ -148,6 +154,13 @@ def _build_parser() -> argparse.ArgumentParser:
     b.add_argument("--updates", type=_positive_int, default=10, help="updates per timed run")
     b.add_argument("--loop-steps", type=_positive_int, default=4_000,
                    help="env steps per timed loop run")  # fmt: skip
+    b.add_argument("--repeats", type=_positive_int, default=3, help="timed runs (median reported)")
+    b = bench.add_parser(
+        "sb3", help="ImaginationVecEnv steps/s (256 envs) vs the real env through DummyVecEnv"
+    )
+    b.add_argument("--json", metavar="FILE", help="write the results to FILE")
+    b.add_argument("--envs", type=_positive_int, default=256, help="envs of both vector envs")
+    b.add_argument("--steps", type=_positive_int, default=200, help="vector steps per timed run")
     b.add_argument("--repeats", type=_positive_int, default=3, help="timed runs (median reported)")
     return parser
 
@@ -223,6 +236,11 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         return
     if args.bench == "agent":
         _cmd_bench_agent(args)
+        return
+    if args.bench == "sb3":
+        from mbrl_causal.bench_sb3 import cmd_bench_sb3
+
+        cmd_bench_sb3(args)
         return
     console = Console(stderr=True)
     path = output_file(args.json) if args.json else None
@@ -300,7 +318,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
         env=args.env, world_model=args.world_model, obs=args.obs, preset=args.preset,
         steps=args.steps, logdir=args.logdir, seed=args.seed, regime_info=args.regime_info,
         adapt_trigger=args.adapt_trigger, overrides=args.set, resume=args.resume,
-        evaluate=not args.no_eval, show_progress=not args.no_progress,
+        evaluate=not args.no_eval, show_progress=not args.no_progress, agent=args.agent,
     ))  # fmt: skip
 
 
@@ -327,7 +345,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from mbrl_causal import play
 
     commands = {"envs": _cmd_envs, "play": play.cmd_play, "bench": _cmd_bench, "fit": _cmd_fit,
-                "train": _cmd_train, "evaluate": _cmd_evaluate}  # fmt: skip
+                "train": _cmd_train, "evaluate": _cmd_evaluate,
+                "sparsity": _sparsity.run}  # fmt: skip
     try:
         commands[args.command](args)
     except ValueError as e:  # includes UsageError

@@ -89,7 +89,10 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Evaluate a run's latest checkpoint; writes ``RUN_DIR/eval/`` and returns the record."""
     rd = Path(run_dir)
-    R.read_config(rd)
+    if R.read_config(rd).get("algorithm", "dreamer") != "dreamer":  # an SB3 agent's run
+        from mbrl_causal.agents.sb3_evaluate import evaluate_sb3_run
+
+        return evaluate_sb3_run(rd, regimes, episodes, seed)
     body = R.read_checkpoint(R.latest_checkpoint(rd))
     ids = parse_regimes(regimes)
     if episodes < 1:
@@ -172,6 +175,10 @@ def _fmt(v: Any, spec: str = ".2f") -> str:
 
 def summary_markdown(record: dict[str, Any]) -> str:
     """The evaluation table (Markdown) with the units of every column."""
+    if record.get("algorithm", "dreamer") != "dreamer":
+        from mbrl_causal.agents.sb3_evaluate import sb3_summary_markdown
+
+        return sb3_summary_markdown(record)
     lines = [
         f"# Evaluation of {record['run_dir']} (step {record['checkpoint_step']})",
         "",

@@ -42,6 +42,7 @@ class TrainRequest:
     resume: str | None = None
     evaluate: bool = True
     show_progress: bool = True
+    agent: str | None = None  # dreamer (default), ppo, ppo-imagination, sac-imagination
 
 
 def resolve_configs(req: TrainRequest) -> tuple[AgentConfig, WorldModelConfig]:
@@ -140,8 +141,28 @@ def _eval_regimes(env_id: str) -> str:
     return "all"
 
 
+def _agent_kind(req: TrainRequest) -> str:
+    """``--agent``, or on ``--resume`` the run's own (config.yaml's ``algorithm``)."""
+    from mbrl_causal.agents.sb3_agents import AGENTS
+
+    if req.agent is not None and req.agent not in AGENTS:
+        raise ValueError(f"--agent must be one of {', '.join(AGENTS)}; got {req.agent!r}")
+    if not req.resume:
+        return req.agent or "dreamer"
+    kind = str(R.read_config(Path(req.resume)).get("algorithm", "dreamer"))
+    if req.agent is not None and req.agent != kind:
+        raise ValueError(f"--agent {req.agent} does not match the run's agent {kind}")
+    return kind
+
+
 def train_command(req: TrainRequest) -> None:
     """What ``mbrl-causal train`` does (see the module doc)."""
+    kind = _agent_kind(req)
+    if kind != "dreamer":  # the SB3 agents (mbrl_causal.agents.sb3_agents)
+        from mbrl_causal.agents.sb3_agents import train_sb3_command
+
+        train_sb3_command(req, kind)
+        return
     agent = _resume(req) if req.resume else _new_run(req)
     cfg = agent.config
     try:

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Sample efficiency on InterventionalPong-Neutral-v0 (issue 5): real env steps until the
+# mean return of the last 100 real episodes (rollout/episode_return, logged every
+# log_every steps) first reaches TARGET, for SB3 PPO (model-free), ppo-imagination and
+# the Dreamer agent, all at the quick preset's sizes, seed 0.
+#   bash benchmarks/sb3_sample_efficiency.sh [STEPS] [TARGET]   (default 100000, 0.0)
+# Writes runs/sb3_sample_efficiency/<agent>/ (run directories) and
+# runs/sb3_sample_efficiency/result.json: {agent: {steps_to_target, final_return, ...}}.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+STEPS="${1:-100000}"
+TARGET="${2:-0.0}"
+BIN=.venv/bin
+OUT=runs/sb3_sample_efficiency
+mkdir -p "$OUT"
+for agent in ppo ppo-imagination dreamer; do
+  rm -rf "${OUT:?}/$agent"
+  $BIN/mbrl-causal train --agent "$agent" --env InterventionalPong-Neutral-v0 --preset quick \
+    --steps "$STEPS" --logdir "$OUT/$agent" --no-eval --no-progress --set log_every=1000
+done
+$BIN/python - "$OUT" "$TARGET" <<'PY'
+import json, sys, pathlib
+out, target = pathlib.Path(sys.argv[1]), float(sys.argv[2])
+result = {"env": "InterventionalPong-Neutral-v0", "target_return": target}
+for agent in ("ppo", "ppo-imagination", "dreamer"):
+    recs = [json.loads(l) for l in (out / agent / "metrics.jsonl").read_text().splitlines() if l]
+    curve = [(r["step"], r["rollout/episode_return"]) for r in recs
+             if r.get("kind") == "scalars" and r.get("rollout/episode_return") is not None]
+    hit = [s for s, v in curve if v >= target]
+    result[agent] = {"steps_to_target": hit[0] if hit else None,
+                     "final_return": curve[-1][1] if curve else None,
+                     "best_return": max(v for _, v in curve) if curve else None,
+                     "curve": curve}
+(out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "curve"} if isinstance(v, dict) else v
+                  for k, v in result.items()}, indent=2))
+PY
