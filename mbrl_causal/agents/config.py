@@ -84,6 +84,9 @@ class AgentConfig:
     """EMA decay of the slow (target) critic, updated every update."""
     slow_critic_weight: float = 1.0
     """Weight of the regulariser pulling the critic to the slow critic's values."""
+    replay_critic_weight: float = 0.3
+    """Weight of the critic's regression on lambda-returns of *real* replayed sequences
+    (DreamerV3's replay value loss; 0: the critic learns from imagination only)."""
     return_norm_decay: float = 0.99
     """EMA decay of the 5th-95th percentile range of the returns (DreamerV3)."""
     hidden: int = 256
@@ -140,6 +143,9 @@ class AgentConfig:
                   "recall_tolerance", "surprise_threshold"):  # fmt: skip
             if not getattr(self, k) > 0:
                 raise ValueError(f"{k} must be > 0, got {getattr(self, k)!r}")
+        for k in ("entropy", "slow_critic_weight", "replay_critic_weight", "surprise_drift"):
+            if not getattr(self, k) >= 0:
+                raise ValueError(f"{k} must be >= 0, got {getattr(self, k)!r}")
         for k in ("gamma", "lambda_", "slow_critic_decay", "return_norm_decay"):
             if not 0.0 <= getattr(self, k) <= 1.0:
                 raise ValueError(f"{k} must be in [0, 1], got {getattr(self, k)!r}")

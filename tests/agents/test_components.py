@@ -9,6 +9,7 @@ Every random draw is seeded, torch runs on one thread and every file goes under 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from typing import Any
 
@@ -18,7 +19,7 @@ import torch
 
 from mbrl_causal.agents.adaptation import Adapter, DetectionStats, SurpriseDetector
 from mbrl_causal.agents.config import AgentConfig
-from mbrl_causal.agents.dreamer.actor_critic import ActorCritic
+from mbrl_causal.agents.dreamer.actor_critic import ActorCritic, RealSequences
 from mbrl_causal.agents.dreamer.losses import ReturnNormalizer, lambda_returns
 from mbrl_causal.agents.replay import Replay
 from mbrl_causal.world_models import WorldModel, WorldModelConfig
@@ -548,3 +549,47 @@ def test_actor_critic_refused_update_leaves_the_return_normalizer_intact() -> No
     with pytest.raises(FloatingPointError):
         ac.update(model, latents, tokens, torch.Generator().manual_seed(1))
     assert ac.normalizer.state_dict() == before
+
+
+# --------------------------------------------------------------------------------------
+# 7. Actor-critic: the replay value loss (critic regressed on real lambda-returns)
+# --------------------------------------------------------------------------------------
+def test_replay_returns_target_is_the_real_lambda_return_from_the_slow_critic() -> None:
+    model, ac, _, _ = actor_critic_setup()
+    cfg = ac.config
+    b, t = 3, 5
+    feats = torch.randn(b, t + 1, 4 * model.latent_dim + model.config.d_model)
+    rewards = torch.randn(b, t)
+    conts = torch.ones(b, t)
+    conts[1, 2] = 0.0  # sequence 1 ends at step 3
+    values, target = ac.replay_returns(RealSequences(feats, rewards, conts))
+    assert values.shape == target.shape == (t, b)
+    with torch.no_grad():
+        slow = ac.slow_critic(feats).squeeze(-1)  # (B, T + 1)
+    for i in range(b):  # backwards by hand: R_t = r + g c ((1 - l) v' + l R')
+        last = slow[i, t]
+        for s in reversed(range(t)):
+            boot = (1 - cfg.lambda_) * slow[i, s + 1] + cfg.lambda_ * last
+            last = rewards[i, s] + cfg.gamma * conts[i, s] * boot
+            assert math.isclose(float(target[s, i]), float(last), rel_tol=1e-5, abs_tol=1e-6)
+    # the terminal step cuts the bootstrap: R_2 of sequence 1 is its reward alone
+    assert math.isclose(float(target[2, 1]), float(rewards[1, 2]), rel_tol=1e-6)
+    assert values.requires_grad and not target.requires_grad
+
+
+def test_replay_value_loss_pulls_the_critic_to_real_returns() -> None:
+    """With the replay term on, repeated updates fit the critic to the real returns of
+    the replayed states; with the weight at 0 they do not (the term is really used)."""
+    errors = {}
+    for weight in (0.0, 1.0):
+        model, ac, latents, tokens = actor_critic_setup()
+        ac.config = dataclasses.replace(ac.config, replay_critic_weight=weight, gamma=0.0)
+        feats = torch.randn(8, 5, 4 * model.latent_dim + model.config.d_model)
+        rewards = feats[:, :-1, 0].sign()  # learnable: the reward is the sign of a feature
+        real = RealSequences(feats, rewards, torch.ones(8, 4))
+        for i in range(60):
+            loss = ac.update(model, latents, tokens, torch.Generator().manual_seed(i), real)
+        assert (loss.replay_critic_loss > 0) == (weight > 0)
+        values, target = ac.replay_returns(real)
+        errors[weight] = float((values - target).detach().square().mean())
+    assert errors[1.0] < 0.5 * errors[0.0], errors

@@ -27,7 +27,7 @@ from torch import nn
 from mbrl_causal.agents.dreamer.losses import ReturnNormalizer, lambda_returns
 from mbrl_causal.world_models.model import WorldModel
 
-__all__ = ["ActorCritic", "ImaginationLoss", "features"]
+__all__ = ["ActorCritic", "ImaginationLoss", "RealSequences", "features"]
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 1.0
 
@@ -55,6 +55,15 @@ class ImaginationLoss(NamedTuple):
     imag_reward: float  # mean predicted reward per imagined step
     value: float  # mean critic value
     return_scale: float  # the normaliser's divisor (>= 1)
+    replay_critic_loss: float  # 0.5 x squared error of the critic on real lambda-returns
+
+
+class RealSequences(NamedTuple):
+    """Replayed real sequences for the critic's replay value loss (batch-major)."""
+
+    feats: torch.Tensor  # (B, T + 1, F) features of o_0..o_T
+    rewards: torch.Tensor  # (B, T) r_1..r_T
+    conts: torch.Tensor  # (B, T) c_1..c_T (0 after a terminal step)
 
 
 class ActorCritic(nn.Module):
@@ -162,14 +171,35 @@ class ActorCritic(nn.Module):
         ent = -(logp.exp() * logp).sum(-1)
         return actions, logp.gather(-1, actions[:, None]).squeeze(-1), ent
 
+    def replay_returns(self, real: RealSequences) -> tuple[torch.Tensor, torch.Tensor]:
+        """Critic values v_0..v_{T-1} (T, B) of replayed states and their lambda-returns.
+
+        The targets bootstrap from the slow critic and use the real rewards and
+        continuation flags; they are off-policy (the replay's actions), as in DreamerV3's
+        replay value loss, which anchors the critic to real returns where imagination
+        drifts.
+        """
+        c = self.config
+        feats = real.feats.transpose(0, 1)  # (T + 1, B, F)
+        with torch.no_grad():
+            slow = self.slow_critic(feats).squeeze(-1)
+            target = lambda_returns(
+                real.rewards.T.float(), real.conts.T.float(), slow, c.gamma, c.lambda_
+            )
+        return self.critic(feats[:-1]).squeeze(-1), target
+
     def update(
         self,
         model: WorldModel,
         latents: torch.Tensor,
         tokens: torch.Tensor,
         generator: torch.Generator | None = None,
+        real: RealSequences | None = None,
     ) -> ImaginationLoss:
         """One actor and one critic step on rollouts from ``latents`` (S, N, L).
+
+        ``real``: replayed sequences for the replay value loss (weight
+        ``config.replay_critic_weight``; skipped when None or the weight is 0).
 
         Raises:
             FloatingPointError: a loss is NaN/inf (the update is skipped, weights intact).
@@ -209,6 +239,11 @@ class ActorCritic(nn.Module):
         critic_loss = (
             weight * (0.5 * (v - target) ** 2 + c.slow_critic_weight * 0.5 * (v - slow[:-1]) ** 2)
         ).mean()
+        replay_loss = critic_loss.new_zeros(())
+        if real is not None and c.replay_critic_weight > 0:
+            v_real, target_real = self.replay_returns(real)
+            replay_loss = 0.5 * (v_real - target_real).square().mean()
+            critic_loss = critic_loss + c.replay_critic_weight * replay_loss
         for name, loss in (("actor", actor_loss), ("critic", critic_loss)):
             if not torch.isfinite(loss):
                 self.normalizer.load_state_dict(prev_norm)  # a refused update changes nothing
@@ -231,6 +266,7 @@ class ActorCritic(nn.Module):
         return ImaginationLoss(
             actor_loss.item(), critic_loss.item(), roll["entropy"].mean().item(),
             float(returns[0].mean()), float(roll["reward"].mean()), float(values.mean()), scale,
+            replay_loss.item(),
         )  # fmt: skip
 
     # ------------------------------------------------------------------ state

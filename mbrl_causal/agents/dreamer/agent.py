@@ -30,7 +30,12 @@ import torch
 from mbrl_causal.agents import run as R
 from mbrl_causal.agents.adaptation import AdaptationEvent, Adapter, DetectionStats, SurpriseDetector
 from mbrl_causal.agents.config import FIXED_ON_RESUME, AgentConfig
-from mbrl_causal.agents.dreamer.actor_critic import ActorCritic, ImaginationLoss, features
+from mbrl_causal.agents.dreamer.actor_critic import (
+    ActorCritic,
+    ImaginationLoss,
+    RealSequences,
+    features,
+)
 from mbrl_causal.agents.replay import Replay
 from mbrl_causal.config import from_mapping
 from mbrl_causal.io import write_atomic
@@ -309,12 +314,16 @@ class CausalDreamer:
             self.lagrangian.update(mse)
         self.mse_avg = mse if self.mse_avg is None else 0.98 * self.mse_avg + 0.02 * mse
         with torch.no_grad():
-            z = self.model.encode(batch.obs)[:, :-1]  # (B, T, N, L) states of the batch
+            z_all = self.model.encode(batch.obs)  # (B, T + 1, N, L) states of the batch
+        z = z_all[:, :-1]
         b, t = z.shape[:2]
         pick = torch.randperm(b * t, generator=self.gen)[: c.imag_starts]
         starts = z.reshape(b * t, *z.shape[2:])[pick]
         slots = batch.regimes[:, None].expand(b, t).reshape(-1)[pick]
-        ac: ImaginationLoss = self.ac.update(self.model, starts, self.tokens(slots), self.gen)
+        tok = self.tokens(batch.regimes)[:, None].expand(b, t + 1, -1)
+        real = RealSequences(torch.cat([z_all.flatten(2), tok], -1), batch.rewards, batch.conts)
+        ac: ImaginationLoss = self.ac.update(self.model, starts, self.tokens(slots), self.gen,
+                                             real)  # fmt: skip
         self.updates += 1
         self.model.eval()  # acting, surprise and adaptation use deterministic gates
         stats = GraphStats()
