@@ -64,6 +64,9 @@ class AgentConfig:
     """Transitions per sequence."""
     horizon: int = 15
     """Imagination horizon H (steps)."""
+    ac_updates: int = 1
+    """Actor-critic updates per world-model update, each from fresh start states of the
+    same batch (imagination is cheaper than more real data; the actor needs many steps)."""
     imag_starts: int = 256
     """Start states of the imagined rollouts, drawn from the batch's states."""
     gamma: float = 0.985
@@ -130,8 +133,9 @@ class AgentConfig:
         _one_of("regime_info", self.regime_info, REGIME_INFO)
         _one_of("adapt_trigger", self.adapt_trigger, ADAPT_TRIGGERS)
         for k in ("num_envs", "total_steps", "batch_size", "seq_len", "horizon", "imag_starts",
-                  "hidden", "replay_capacity", "chunk_len", "adapt_k", "adapt_fit_steps",
-                  "log_every", "checkpoint_every", "keep_checkpoints"):  # fmt: skip
+                  "ac_updates", "hidden", "replay_capacity", "chunk_len", "adapt_k",
+                  "adapt_fit_steps", "log_every", "checkpoint_every",
+                  "keep_checkpoints"):  # fmt: skip
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{k} must be an int >= 1, got {v!r}")

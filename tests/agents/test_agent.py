@@ -579,3 +579,25 @@ def test_nan_loss_message_names_the_offending_term(debug_run: Path, tmp_path: Pa
             agent._update()
     finally:
         agent.close()
+
+
+def test_ac_updates_takes_that_many_actor_critic_steps_per_world_model_step(
+    tmp_path: Path,
+) -> None:
+    agent_over, wm_over = load_preset("debug")
+    steps = {}
+    for k in (1, 3):
+        cfg = from_mapping(AgentConfig, {**agent_over, "threads": 1, "ac_updates": k})
+        wm = from_mapping(WorldModelConfig, {**wm_over, "name": "spartan"})
+        agent = CausalDreamer("InterventionalPong-Neutral-v0", wm, cfg, tmp_path / str(k), 0)
+        try:
+            agent.learn(cfg.prefill + 4 * int(cfg.steps_per_update))
+            assert agent.updates > 0
+            actor_steps = agent.ac.actor_opt.state_dict()["state"][0]["step"]
+            steps[k] = (int(actor_steps), agent.updates)
+        finally:
+            agent.close()
+    assert steps[1][0] == steps[1][1]
+    assert steps[3][0] == 3 * steps[3][1]
+    with pytest.raises(ValueError, match="ac_updates must be an int >= 1"):
+        AgentConfig(ac_updates=0)

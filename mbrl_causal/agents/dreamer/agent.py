@@ -317,13 +317,15 @@ class CausalDreamer:
             z_all = self.model.encode(batch.obs)  # (B, T + 1, N, L) states of the batch
         z = z_all[:, :-1]
         b, t = z.shape[:2]
-        pick = torch.randperm(b * t, generator=self.gen)[: c.imag_starts]
-        starts = z.reshape(b * t, *z.shape[2:])[pick]
-        slots = batch.regimes[:, None].expand(b, t).reshape(-1)[pick]
         tok = self.tokens(batch.regimes)[:, None].expand(b, t + 1, -1)
         real = RealSequences(torch.cat([z_all.flatten(2), tok], -1), batch.rewards, batch.conts)
-        ac: ImaginationLoss = self.ac.update(self.model, starts, self.tokens(slots), self.gen,
-                                             real)  # fmt: skip
+        figures: list[ImaginationLoss] = []
+        for _ in range(c.ac_updates):
+            pick = torch.randperm(b * t, generator=self.gen)[: c.imag_starts]
+            starts = z.reshape(b * t, *z.shape[2:])[pick]
+            slots = batch.regimes[:, None].expand(b, t).reshape(-1)[pick]
+            figures.append(self.ac.update(self.model, starts, self.tokens(slots), self.gen, real))
+        ac = ImaginationLoss(*(float(np.mean(v)) for v in zip(*figures, strict=True)))
         self.updates += 1
         self.model.eval()  # acting, surprise and adaptation use deterministic gates
         stats = GraphStats()
