@@ -541,14 +541,8 @@ def train_sb3_command(req: Any, algorithm: str) -> None:
     print(f"trained {agent.steps} real env steps ({cfg.algorithm}, {agent.episodes} episodes, "
           f"{agent._imagined()} imagined steps); run directory {agent.run_dir}")  # fmt: skip
     if req.evaluate and cfg.eval_episodes:
-        from rich.console import Console
-        from rich.markdown import Markdown
-
-        from mbrl_causal.agents.evaluate import summary_markdown
         from mbrl_causal.agents.sb3_evaluate import evaluate_sb3_run
-        from mbrl_causal.agents.train import _eval_regimes
+        from mbrl_causal.agents.train import evaluate_and_print
 
-        with Console(stderr=True).status("evaluating"):
-            record = evaluate_sb3_run(agent.run_dir, _eval_regimes(cfg.env), cfg.eval_episodes)
-        Console().print(Markdown(summary_markdown(record)))
-        print(f"wrote {agent.run_dir}/eval/ (eval.json, summary.md)")
+        evaluate_and_print(agent.run_dir, cfg.env, cfg.eval_episodes, evaluate_sb3_run,
+                           "eval.json, summary.md")  # fmt: skip

@@ -141,6 +141,22 @@ def _eval_regimes(env_id: str) -> str:
     return "all"
 
 
+def evaluate_and_print(
+    run_dir: Path, env_id: str, episodes: int, evaluator: Any, files: str
+) -> None:
+    """The end of ``train``: evaluate the run (spinner), print the table, say what was
+    written. ``evaluator(run_dir, regimes, episodes)`` returns the eval record."""
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    from mbrl_causal.agents.evaluate import summary_markdown
+
+    with Console(stderr=True).status("evaluating"):
+        record = evaluator(run_dir, _eval_regimes(env_id), episodes)
+    Console().print(Markdown(summary_markdown(record)))
+    print(f"wrote {run_dir}/eval/ ({files})")
+
+
 def _agent_kind(req: TrainRequest) -> str:
     """``--agent``, or on ``--resume`` the run's own (config.yaml's ``algorithm``)."""
     from mbrl_causal.agents.sb3_agents import AGENTS
@@ -173,12 +189,7 @@ def train_command(req: TrainRequest) -> None:
     print(f"trained {agent.steps} env steps ({agent.updates} updates, {agent.episodes} "
           f"episodes, {len(agent.events)} adaptations); run directory {agent.run_dir}")  # fmt: skip
     if req.evaluate and cfg.eval_episodes:
-        from rich.console import Console
-        from rich.markdown import Markdown
+        from mbrl_causal.agents.evaluate import evaluate_run
 
-        from mbrl_causal.agents.evaluate import evaluate_run, summary_markdown
-
-        with Console(stderr=True).status("evaluating"):
-            record = evaluate_run(agent.run_dir, _eval_regimes(cfg.env), cfg.eval_episodes)
-        Console().print(Markdown(summary_markdown(record)))
-        print(f"wrote {agent.run_dir}/eval/ (eval.json, summary.md, plots)")
+        evaluate_and_print(agent.run_dir, cfg.env, cfg.eval_episodes, evaluate_run,
+                           "eval.json, summary.md, plots")  # fmt: skip
