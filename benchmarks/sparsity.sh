@@ -2,8 +2,9 @@
 # Dynamic-sparsity benchmarks (run on demand, never in CI).
 #   bash benchmarks/sparsity.sh [STEPS]   (default 200 Jacobian samples per env)
 # Writes runs/sparsity_bench/:
-#   speed.json        env-step Jacobians/s on HalfCheetah-v5 (ours with 1 and all threads,
-#                     the mjd_transitionFD chain, their ratios) and Hopper-v5 (RK4)
+#   speed.json        env-step Jacobians/s on HalfCheetah-v5 (ours per state, batched with 1
+#                     and all threads, the mjd_transitionFD chain, their ratios) and
+#                     Hopper-v5 (RK4, batched)
 #   <env>.json        sparsity figures at T = 1e-6 with the threshold sweep, random policy
 #   <env>/            the PNG figures
 set -euo pipefail

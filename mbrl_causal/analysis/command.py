@@ -11,6 +11,7 @@ the truth (:mod:`.learned`).
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -86,8 +87,9 @@ def add_parser(sub: Any) -> None:
     sweep = ", ".join(f"{t:g}" for t in DEFAULT_SWEEP)
     p.add_argument("--sweep", action="store_true", help=f"also report thresholds {sweep}")
     p.add_argument("--eps", type=_eps, default=1e-6, help="finite-difference step (1e-6)")
-    p.add_argument("--threads", type=_positive_int, default=1,
-                   help="mujoco.rollout threads (1)")  # fmt: skip
+    p.add_argument("--threads", type=_positive_int, default=os.cpu_count() or 1,
+                   help="mujoco.rollout threads (default: all cores; results do not depend "
+                        "on it)")  # fmt: skip
     p.add_argument("--model", metavar="RUN_DIR",
                    help="compare the vector-state world model in RUN_DIR")  # fmt: skip
     p.add_argument("--train-model", choices=("spartan", "s2ssm"),

@@ -17,10 +17,11 @@ How it is computed (and why):
 - positions are perturbed on the manifold with ``mj_integratePos`` (quaternions of free
   and ball joints stay unit) and differences of next positions are taken with
   ``mj_differentiatePos``; velocities and activations are perturbed additively;
-- the ``2 * (nx + nu) + 1`` replays (one nominal, two per column) run in one call of
-  ``mujoco.rollout`` (C, optionally multithreaded), which is what makes it fast from
-  Python; ``mjd_transitionFD`` is not used: it refuses the RK4 integrator (Hopper,
-  Walker2d, Ant, Reacher, Swimmer) and gives one substep only (the tests chain it over
+- the ``2 * (nx + nu) + 1`` replays (one nominal, two per column) of a whole batch of
+  states (:meth:`StepJacobian.batch`) run in one call of ``mujoco.rollout`` (C,
+  optionally multithreaded), which is what makes it fast from Python;
+  ``mjd_transitionFD`` is not used: it refuses the RK4 integrator (Hopper, Walker2d,
+  Ant, Reacher, Swimmer) and gives one substep only (the tests chain it over
   the substeps on Euler envs as the cross-check);
 - controls are perturbed inside ``ctrlrange`` (MuJoCo clamps ctrl, so a step past a bound
   would see a flat function): u+ = min(u + eps, hi), u- = max(u - eps, lo) and the column
@@ -69,12 +70,16 @@ class JacobianConfig:
     """Perturbation of each tangent coordinate (rad or m, rad/s or m/s) and control unit."""
     threads: int = 1
     """Threads of ``mujoco.rollout`` (1: run in the calling thread)."""
+    batch: int = 64
+    """States differentiated per ``mujoco.rollout`` call by :func:`collect_mujoco`."""
 
     def __post_init__(self) -> None:
         if not (isinstance(self.eps, (int, float)) and 0.0 < self.eps < 1.0):
             raise ValueError(f"eps must be a number in (0, 1), got {self.eps!r}")
         if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1:
             raise ValueError(f"threads must be an int >= 1, got {self.threads!r}")
+        if isinstance(self.batch, bool) or not isinstance(self.batch, int) or self.batch < 1:
+            raise ValueError(f"batch must be an int >= 1, got {self.batch!r}")
 
 
 class StepJacobians(NamedTuple):
@@ -113,10 +118,17 @@ def env_parts(env: Any) -> tuple[mujoco.MjModel, mujoco.MjData, int]:
 class StepJacobian:
     """Central finite-difference Jacobians of ``frame_skip`` MuJoCo steps.
 
+    Call it on one ``MjData`` (``jac(data, ctrl)``), or take :meth:`snapshot` of many
+    states and differentiate them together with :meth:`batch`: one ``mujoco.rollout``
+    call then replays the perturbed states of every snapshot, which removes the per-call
+    overhead and gives ``threads`` worker threads enough work each. Both give the same
+    numbers bit for bit, whatever the batch size and thread count (each replay is an
+    independent deterministic simulation).
+
     Args:
         model: The compiled model.
         frame_skip: Physics steps per env step (the control is held over them).
-        config: Perturbation size and rollout threads.
+        config: Perturbation size, rollout threads and batch size.
 
     Example:
         >>> import gymnasium as gym
@@ -142,18 +154,14 @@ class StepJacobian:
         self._qvel = self._qpos + model.nq
         self._end = self._qvel + nv + na  # qvel and act are contiguous in the state
         self._linear = bool(np.isin(model.jnt_type, _HINGE_SLIDE).all())
-        nstate, nuser = mujoco.mj_stateSize(model, _FULL), mujoco.mj_stateSize(model, _USER)
-        b, t = self.n_rollouts, frame_skip
-        self._start = np.empty((b, nstate))
-        self._control = np.empty((b, t, nuser))
-        self._warm = np.empty((b, nv))
-        self._out = np.empty((b, t, nstate))
-        self._sensors = np.empty((b, t, model.nsensordata))
-        self._models = [model] * b
+        self._nstate = mujoco.mj_stateSize(model, _FULL)
+        self._nuser = mujoco.mj_stateSize(model, _USER)
+        self.snapshot_size = self._nstate + self._nuser + nv
+        """Length of one :meth:`snapshot` row (full physics, user inputs, warm start)."""
+        self._buffers: dict[int, tuple[np.ndarray, ...]] = {}
         self._datas = [mujoco.MjData(model) for _ in range(self.config.threads)]
         threads = self.config.threads
         self._pool = mj_rollout.Rollout(nthread=threads if threads > 1 else 0)
-        self._state_buf, self._user_buf = np.empty(nstate), np.empty(nuser)
         lo, hi = model.actuator_ctrlrange.T.copy()
         limited = model.actuator_ctrllimited.astype(bool)
         self._lo = np.where(limited, lo, -np.inf)
@@ -163,82 +171,132 @@ class StepJacobian:
         """Shut the rollout thread pool down (also done when the object is collected)."""
         self._pool.close()
 
-    def _fill_starts(self, data: mujoco.MjData, ctrl: np.ndarray) -> np.ndarray:
+    def snapshot(self, data: mujoco.MjData, ctrl: np.ndarray | None = None) -> np.ndarray:
+        """Everything a replay of ``data``'s next step needs, as one row for :meth:`batch`.
+
+        The row holds the full physics state, the user inputs with ``ctrl`` (default
+        ``data.ctrl``) in place of the control, and the warm start. ``data`` is only read.
+        """
+        u = np.array(data.ctrl if ctrl is None else ctrl, dtype=np.float64).reshape(-1)
+        if u.shape != (self.nu,) or not np.isfinite(u).all():
+            raise ValueError(f"ctrl must be {self.nu} finite numbers, got shape {u.shape}")
+        row = np.empty(self.snapshot_size)
+        state, user = row[: self._nstate], row[self._nstate : self._nstate + self._nuser]
+        mujoco.mj_getState(self.model, data, state, _FULL)
+        mujoco.mj_getState(self.model, data, user, _USER)
+        user[: self.nu] = u
+        row[self._nstate + self._nuser :] = data.qacc_warmstart
+        return row
+
+    def _buffers_for(self, n: int) -> tuple[np.ndarray, ...]:
+        if n not in self._buffers:
+            b, t, m = n * self.n_rollouts, self.frame_skip, self.model
+            self._buffers = {  # keep one size only: batches are usually all alike
+                n: (np.empty((b, self._nstate)), np.empty((b, t, self._nuser)),
+                    np.empty((b, m.nv)), np.empty((b, t, self._nstate)),
+                    np.empty((b, t, m.nsensordata)))
+            }  # fmt: skip
+        return self._buffers[n]
+
+    def _fill_starts(
+        self, snaps: np.ndarray, start: np.ndarray, control: np.ndarray, warm: np.ndarray
+    ) -> np.ndarray:
         """Write the perturbed start states and controls; return the control steps du."""
         m, eps, nv = self.model, self.config.eps, self.model.nv
-        mujoco.mj_getState(m, data, self._state_buf, _FULL)
-        mujoco.mj_getState(m, data, self._user_buf, _USER)
-        self._user_buf[: self.nu] = ctrl
-        self._start[:] = self._state_buf
-        self._control[:] = self._user_buf
-        self._warm[:] = data.qacc_warmstart
-        q0 = self._state_buf[self._qpos : self._qvel]
-        rows = self._start[1 : 1 + 2 * nv, self._qpos : self._qvel]
+        n, b = len(snaps), self.n_rollouts
+        start, control = start.reshape(n, b, -1), control.reshape(n, b, self.frame_skip, -1)
+        state = snaps[:, : self._nstate]
+        user = snaps[:, self._nstate : self._nstate + self._nuser]
+        start[:] = state[:, None]
+        control[:] = user[:, None, None]
+        warm.reshape(n, b, nv)[:] = snaps[:, None, self._nstate + self._nuser :]
+        rows = start[:, 1 : 1 + 2 * nv, self._qpos : self._qvel]
         if self._linear:  # hinge/slide only: the tangent step is a plain addition
-            rows[0::2] += eps * np.eye(nv)
-            rows[1::2] -= eps * np.eye(nv)
+            rows[:, 0::2] += eps * np.eye(nv)
+            rows[:, 1::2] -= eps * np.eye(nv)
         else:
             dv = np.zeros(nv)
-            for i in range(nv):
-                for k, sign in enumerate((eps, -eps)):
-                    rows[2 * i + k] = q0
-                    dv[i] = sign
-                    mujoco.mj_integratePos(m, rows[2 * i + k], dv, 1.0)
-                dv[i] = 0.0
+            for s in range(n):
+                q0 = state[s, self._qpos : self._qvel]
+                for i in range(nv):
+                    for k, sign in enumerate((eps, -eps)):
+                        rows[s, 2 * i + k] = q0
+                        dv[i] = sign
+                        mujoco.mj_integratePos(m, rows[s, 2 * i + k], dv, 1.0)
+                    dv[i] = 0.0
         n_vel = self.nx - nv  # qvel and act
-        vel = self._start[1 + 2 * nv : 1 + 2 * self.nx, self._qvel : self._end]
-        vel[0::2] += eps * np.eye(n_vel)
-        vel[1::2] -= eps * np.eye(n_vel)
+        vel = start[:, 1 + 2 * nv : 1 + 2 * self.nx, self._qvel : self._end]
+        vel[:, 0::2] += eps * np.eye(n_vel)
+        vel[:, 1::2] -= eps * np.eye(n_vel)
+        ctrl = user[:, : self.nu]
         up = np.minimum(ctrl + eps, self._hi)
         down = np.maximum(ctrl - eps, self._lo)
-        ctl = self._control[1 + 2 * self.nx :, :, : self.nu]
+        ctl = control[:, 1 + 2 * self.nx :, :, : self.nu]
         for j in range(self.nu):
-            ctl[2 * j, :, j] = up[j]
-            ctl[2 * j + 1, :, j] = down[j]
+            ctl[:, 2 * j, :, j] = up[:, j, None]
+            ctl[:, 2 * j + 1, :, j] = down[:, j, None]
         return up - down
 
     def _differences(self, final: np.ndarray) -> np.ndarray:
-        """Tangent differences x'(plus) - x'(minus), one row per column, (nx + nu, nx)."""
+        """Tangent differences x'(plus) - x'(minus), (n, nx + nu, nx)."""
         nv = self.model.nv
-        plus, minus = final[1::2], final[2::2]
-        diff = np.empty((len(plus), self.nx))
-        diff[:, nv:] = plus[:, self._qvel : self._end] - minus[:, self._qvel : self._end]
+        plus, minus = final[:, 1::2], final[:, 2::2]
+        diff = np.empty((*plus.shape[:2], self.nx))
+        diff[..., nv:] = plus[..., self._qvel : self._end] - minus[..., self._qvel : self._end]
+        pos = slice(self._qpos, self._qvel)
         if self._linear:
-            diff[:, :nv] = plus[:, self._qpos : self._qvel] - minus[:, self._qpos : self._qvel]
+            diff[..., :nv] = plus[..., pos] - minus[..., pos]
         else:
-            for k in range(len(plus)):
-                mujoco.mj_differentiatePos(
-                    self.model,
-                    diff[k, :nv],
-                    1.0,
-                    minus[k, self._qpos : self._qvel],
-                    plus[k, self._qpos : self._qvel],
-                )
+            for s in range(plus.shape[0]):
+                for k in range(plus.shape[1]):
+                    mujoco.mj_differentiatePos(
+                        self.model,
+                        diff[s, k, :nv],
+                        1.0,
+                        minus[s, k, pos],
+                        plus[s, k, pos],
+                    )
         return diff
+
+    def batch(self, snapshots: np.ndarray) -> StepJacobians:
+        """Jacobians at many states at once: ``snapshots`` is (n, snapshot_size).
+
+        Returns :class:`StepJacobians` whose fields have a leading batch axis: ``J_s``
+        (n, nx, nx), ``J_a`` (n, nx, nu), ``next_state`` (n, full-physics size).
+        """
+        snaps = np.asarray(snapshots, dtype=np.float64)
+        if snaps.ndim != 2 or snaps.shape[1] != self.snapshot_size or len(snaps) == 0:
+            raise ValueError(
+                f"snapshots must be (n >= 1, {self.snapshot_size}) rows of "
+                f"StepJacobian.snapshot, got shape {snaps.shape}"
+            )
+        n = len(snaps)
+        start, control, warm, out, sensors = self._buffers_for(n)
+        du = self._fill_starts(snaps, start, control, warm)
+        if (du <= 0).any():
+            bad = sorted(set(np.nonzero(du <= 0)[1].tolist()))
+            raise ValueError(f"actuators {bad} have an empty ctrlrange; cannot differentiate")
+        self._pool.rollout(
+            [self.model] * len(start), self._datas, start, control, control_spec=_USER,
+            skip_checks=True, nstep=self.frame_skip, initial_warmstart=warm,
+            state=out, sensordata=sensors,
+        )  # fmt: skip
+        final = out[:, -1].reshape(n, self.n_rollouts, self._nstate)
+        diff = self._differences(final)
+        nx = self.nx
+        j_s = np.swapaxes(diff[:, :nx] / (2.0 * self.config.eps), 1, 2)
+        j_a = np.swapaxes(diff[:, nx:] / du[:, :, None], 1, 2)
+        return StepJacobians(
+            np.ascontiguousarray(j_s), np.ascontiguousarray(j_a), final[:, 0].copy()
+        )
 
     def __call__(self, data: mujoco.MjData, ctrl: np.ndarray | None = None) -> StepJacobians:
         """Jacobians at ``data``'s current state with control ``ctrl`` (default data.ctrl).
 
         ``data`` is not modified.
         """
-        u = np.array(data.ctrl if ctrl is None else ctrl, dtype=np.float64).reshape(-1)
-        if u.shape != (self.nu,) or not np.isfinite(u).all():
-            raise ValueError(f"ctrl must be {self.nu} finite numbers, got shape {u.shape}")
-        du = self._fill_starts(data, u)
-        if (du <= 0).any():
-            bad = np.flatnonzero(du <= 0).tolist()
-            raise ValueError(f"actuators {bad} have an empty ctrlrange; cannot differentiate")
-        self._pool.rollout(
-            self._models, self._datas, self._start, self._control, control_spec=_USER,
-            skip_checks=True, nstep=self.frame_skip, initial_warmstart=self._warm,
-            state=self._out, sensordata=self._sensors,
-        )  # fmt: skip
-        final = self._out[:, -1]
-        diff = self._differences(final)
-        nx = self.nx
-        j_s = (diff[:nx] / (2.0 * self.config.eps)).T
-        j_a = (diff[nx:] / du[:, None]).T
-        return StepJacobians(np.ascontiguousarray(j_s), np.ascontiguousarray(j_a), final[0].copy())
+        j = self.batch(self.snapshot(data, ctrl)[None])
+        return StepJacobians(j.J_s[0], j.J_a[0], j.next_state[0])
 
 
 @dataclass
@@ -312,7 +370,9 @@ def collect_mujoco(
     Actions are uniform in the action space (seeded by ``seed``), i.e. inside ctrlrange.
 
     ``states`` are ``(qpos, qvel, act)``: tangent coordinates exactly when every joint is a
-    hinge or a slide (no quaternion); ``progress(1)`` is called after every sample.
+    hinge or a slide (no quaternion). The env is stepped first and its states are
+    differentiated ``config.batch`` at a time (:meth:`StepJacobian.batch`), so
+    ``progress(k)`` is called after every batch of ``k`` samples.
     """
     env = gym.make(env_id)
     model, data, skip = env_parts(env)
@@ -320,28 +380,39 @@ def collect_mujoco(
     per_episode = math.ceil(steps / episodes)
     rng_seed = np.random.default_rng(seed).integers(2**31)
     env.action_space.seed(int(rng_seed))
-    out: dict[str, list[Any]] = {k: [] for k in ("J_s", "J_a", "ep", "s", "a", "s2")}
+    rows: dict[str, list[Any]] = {k: [] for k in ("ep", "s", "a", "s2")}
+    jacobians: list[StepJacobians] = []
+    pending: list[np.ndarray] = []
+
+    def flush() -> None:
+        if pending:
+            jacobians.append(jac.batch(np.array(pending)))
+            if progress is not None:
+                progress(len(pending))
+            pending.clear()
+
     episode, t = 0, 0
     env.reset(seed=seed)
     try:
         for _ in range(steps):
             u = np.asarray(env.action_space.sample(), np.float64)
-            j = jac(data, u)
+            pending.append(jac.snapshot(data, u))
             before = _physics_state(data)
             _, _, terminated, truncated, _ = env.step(u)
-            row = (j.J_s, j.J_a, episode, before, u, _physics_state(data))
-            for key, value in zip(out, row, strict=True):
-                out[key].append(value)
+            for key, value in zip(rows, (episode, before, u, _physics_state(data)), strict=True):
+                rows[key].append(value)
             t += 1
             if terminated or truncated or t >= per_episode:
                 episode, t = episode + 1, 0
                 env.reset()
-            if progress is not None:
-                progress(1)
+            if len(pending) >= jac.config.batch:
+                flush()
+        flush()
     finally:
         jac.close()
         env.close()
     return JacobianSamples(
-        np.array(out["J_s"]), np.array(out["J_a"]), np.array(out["ep"]), np.array(out["s"]),
-        np.array(out["a"]), np.array(out["s2"]), state_labels(model), _actuator_labels(model),
+        np.concatenate([j.J_s for j in jacobians]), np.concatenate([j.J_a for j in jacobians]),
+        np.array(rows["ep"]), np.array(rows["s"]), np.array(rows["a"]), np.array(rows["s2"]),
+        state_labels(model), _actuator_labels(model),
     )  # fmt: skip

@@ -220,3 +220,47 @@ def test_rk4_envs_and_bad_input() -> None:
         StepJacobian(m, 0)
     with pytest.raises(ValueError, match="not a Gymnasium MuJoCo env"):
         env_parts(object())
+
+
+@pytest.mark.parametrize("env_id", ["HalfCheetah-v5", "Ant-v5"])
+def test_batches_and_threads_give_the_single_state_numbers_bit_for_bit(env_id: str) -> None:
+    # Ant has a free joint (the mj_integratePos / mj_differentiatePos path), HalfCheetah
+    # only hinges and slides (plain additions); contacts make both non-trivial.
+    env = gym.make(env_id)
+    env.reset(seed=3)
+    env.action_space.seed(3)
+    m, d, skip = env_parts(env)
+    single = StepJacobian(m, skip)
+    snaps, expected = [], []
+    for _ in range(6):
+        u = env.action_space.sample()
+        snaps.append(single.snapshot(d, u))
+        expected.append(single(d, u))
+        env.step(u)
+    snaps_arr = np.array(snaps)
+    for threads in (1, 2):
+        jac = StepJacobian(m, skip, JacobianConfig(threads=threads))
+        for chunk in (1, 4, 6):
+            got = [jac.batch(snaps_arr[i : i + chunk]) for i in range(0, 6, chunk)]
+            for field in ("J_s", "J_a", "next_state"):
+                batched = np.concatenate([getattr(g, field) for g in got])
+                single_rows = np.array([getattr(e, field) for e in expected])
+                np.testing.assert_array_equal(batched, single_rows)
+        jac.close()
+    with pytest.raises(ValueError, match=r"snapshots must be \(n >= 1, "):
+        single.batch(snaps_arr[:, :-1])
+    with pytest.raises(ValueError, match="batch must be an int >= 1"):
+        JacobianConfig(batch=0)
+
+
+def test_collect_mujoco_does_not_depend_on_the_batch_size() -> None:
+    from mbrl_causal.analysis.jacobian import collect_mujoco
+
+    calls: list[int] = []
+    a = collect_mujoco("Hopper-v5", 11, episodes=2, seed=1, config=JacobianConfig(batch=4),
+                       progress=calls.append)  # fmt: skip
+    b = collect_mujoco("Hopper-v5", 11, episodes=2, seed=1, config=JacobianConfig(batch=64))
+    assert calls == [4, 4, 3]
+    for field in ("J_s", "J_a", "episodes", "states", "actions", "next_states"):
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+    assert a.J_s.shape == (11, 12, 12) and set(a.episodes.tolist()) == {0, 1}
