@@ -1,7 +1,8 @@
 """``mbrl-causal sparsity``: ground-truth Jacobian sparsity of an env, and of a model.
 
 Collects env-step Jacobians J_s and J_a along random-policy trajectories (Gymnasium
-MuJoCo v5 envs: :mod:`.jacobian`; Interventional Pong: :mod:`.pong`), computes the
+MuJoCo v5 envs: :mod:`.jacobian`; Interventional Pong: :mod:`.pong`, where a trained
+run's policy can act instead: ``--policy RUN_DIR``, :mod:`.policy`), computes the
 paper's sparsity figures at ``--threshold`` (and over a sweep with ``--sweep``), prints a
 summary, and writes every figure as JSON (``--json``) and PNG (``--plots``). With
 ``--model RUN_DIR`` it also compares a learned world model's Jacobians and graphs with
@@ -27,6 +28,7 @@ from mbrl_causal.analysis.metrics import (
 
 if TYPE_CHECKING:  # mujoco and gymnasium load only when the command runs
     from mbrl_causal.analysis.jacobian import JacobianSamples
+    from mbrl_causal.analysis.policy import RunPolicy
 
 __all__ = ["add_parser", "allowed_envs", "analyse", "run"]
 
@@ -81,7 +83,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--episodes", type=_positive_int, default=1,
                    help="episodes the steps are split into (1)")  # fmt: skip
     p.add_argument("--policy", default="random", metavar="random|RUN_DIR",
-                   help="behaviour policy (only random: no agent acts on these envs)")  # fmt: skip
+                   help="behaviour policy: random (default), or a training run's latest "
+                        "checkpoint (Interventional Pong envs only)")  # fmt: skip
     p.add_argument("--threshold", type=_threshold, default=1e-6,
                    help="|J| < T counts as zero (1e-6)")  # fmt: skip
     sweep = ", ".join(f"{t:g}" for t in DEFAULT_SWEEP)
@@ -111,11 +114,16 @@ def _check_args(args: argparse.Namespace) -> str:
             f"unknown env id {args.env!r}; allowed: {', '.join(mujoco_ids + pong_ids)}"
         )
     if args.policy != "random":
-        raise ValueError(
-            f"--policy {args.policy!r}: only 'random' is supported; no agent of this project "
-            "acts on the MuJoCo envs, and the Pong agents act with discrete actions (not "
-            "differentiable)"
-        )
+        if not Path(args.policy).is_dir():
+            raise ValueError(
+                f"--policy {args.policy!r}: expected 'random' or a run directory of "
+                "`mbrl-causal train`, and no such directory exists"
+            )
+        if args.env in mujoco_ids:
+            raise ValueError(
+                f"--policy RUN_DIR acts on Interventional Pong only (every agent of this "
+                f"project trains there); on {args.env} use --policy random"
+            )
     if args.steps < args.episodes:
         raise ValueError(f"--steps ({args.steps}) must be >= --episodes ({args.episodes})")
     if args.train_model and not args.model:
@@ -125,7 +133,7 @@ def _check_args(args: argparse.Namespace) -> str:
     return "mujoco" if args.env in mujoco_ids else "pong"
 
 
-def _collect(args: argparse.Namespace, kind: str) -> JacobianSamples:
+def _collect(args: argparse.Namespace, kind: str, policy: RunPolicy | None) -> JacobianSamples:
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -147,7 +155,8 @@ def _collect(args: argparse.Namespace, kind: str) -> JacobianSamples:
         if kind == "pong":
             from mbrl_causal.analysis.pong import collect_pong
 
-            return collect_pong(args.env, args.steps, args.episodes, args.seed, args.eps, advance)
+            return collect_pong(args.env, args.steps, args.episodes, args.seed, args.eps, advance,
+                                policy)  # fmt: skip
         from mbrl_causal.analysis.jacobian import JacobianConfig, collect_mujoco
 
         config = JacobianConfig(eps=args.eps, threads=args.threads)
@@ -200,11 +209,17 @@ def run(args: argparse.Namespace) -> None:
     json_path = output_file(args.json) if args.json else None
     if args.plots and Path(args.plots).exists() and not Path(args.plots).is_dir():
         raise ValueError(f"--plots {args.plots!r} exists and is not a folder")
-    samples = _collect(args, kind)
+    policy = None
+    if args.policy != "random":  # a run directory; _check_args made sure the env is Pong
+        from mbrl_causal.analysis.policy import load_run_policy
+
+        policy = load_run_policy(args.policy)
+    samples = _collect(args, kind, policy)
     stats, figures = analyse(samples, args.threshold, args.sweep)
     record: dict[str, Any] = {
         "env": args.env, "steps": len(samples.episodes),
         "episodes": int(np.unique(samples.episodes).size), "policy": args.policy,
+        "policy_algorithm": policy.algorithm if policy is not None else "random",
         "seed": args.seed, "threshold": args.threshold, "eps": args.eps, **figures,
         "labels": {"state": samples.state_labels, "action": samples.action_labels},
     }  # fmt: skip

@@ -29,6 +29,7 @@ import gymnasium as gym
 import numpy as np
 
 from mbrl_causal.analysis.jacobian import JacobianSamples
+from mbrl_causal.analysis.policy import RunPolicy
 from mbrl_causal.envs.pong import GRAPH_NODES, OBJECT_NAMES
 
 __all__ = [
@@ -129,42 +130,56 @@ def collect_pong(
     seed: int = 0,
     eps: float = 1e-6,
     progress: Callable[[int], None] | None = None,
+    policy: RunPolicy | None = None,
 ) -> JacobianSamples:
-    """Jacobians along random-policy trajectories of an Interventional Pong env.
+    """Jacobians along trajectories of an Interventional Pong env.
 
-    The env is made with ``action_type="continuous"`` (so the action is differentiable)
-    and its usual regime schedule. Episodes are split as in
+    Without ``policy`` the actions are uniform random and the env is made with
+    ``action_type="continuous"`` (so the action is differentiable). With a run's
+    ``policy`` (:func:`~mbrl_causal.analysis.policy.load_run_policy`) the env is made with
+    the run's action type and observation mode and the policy acts; with discrete actions
+    ``J_a`` is None. The env keeps its usual regime schedule. Episodes are split as in
     :func:`~mbrl_causal.analysis.jacobian.collect_mujoco`. ``extra`` holds ``blocks``
     (S, N + 2, N), ``comparable`` (N + 2, N) and the env's ``graphs`` (S, N + 2, N).
     """
-    env = gym.make(env_id, action_type="continuous")
+    kwargs = policy.env_kwargs() if policy is not None else {"action_type": "continuous"}
+    env = gym.make(env_id, **kwargs)
+    if policy is not None:
+        policy.check_env(env_id, env.observation_space)
     per_episode = math.ceil(steps / episodes)
     env.action_space.seed(int(np.random.default_rng(seed).integers(2**31)))
     rows: dict[str, list[Any]] = {k: [] for k in ("J_s", "J_a", "ep", "s", "a", "s2", "b", "g")}
     episode, t = 0, 0
-    env.reset(seed=seed)
+    obs, info = env.reset(seed=seed)
     comparable = np.zeros(0, bool)
-    for _ in range(steps):
-        a = np.asarray(env.action_space.sample(), np.float64)
-        j = pong_step_jacobian(env, a, eps)
-        comparable = j.comparable
-        before = _variables(env.unwrapped.get_state())  # type: ignore[attr-defined]
-        _, _, terminated, truncated, info = env.step(a)
-        after = _variables(env.unwrapped.get_state())  # type: ignore[attr-defined]
-        row = (j.J_s, j.J_a, episode, before, a, after, j.blocks, info["local_graph"])
-        for key, value in zip(rows, row, strict=True):
-            rows[key].append(value)
-        t += 1
-        if terminated or truncated or t >= per_episode:
-            episode, t = episode + 1, 0
-            env.reset()
-        if progress is not None:
-            progress(1)
-    env.close()
+    try:
+        for _ in range(steps):
+            if policy is None:
+                a: Any = np.asarray(env.action_space.sample(), np.float64)
+            else:
+                a = policy.act(obs, info)
+            j = pong_step_jacobian(env, a, eps)
+            comparable = j.comparable
+            before = _variables(env.unwrapped.get_state())  # type: ignore[attr-defined]
+            obs, _, terminated, truncated, info = env.step(a)
+            after = _variables(env.unwrapped.get_state())  # type: ignore[attr-defined]
+            row = (j.J_s, j.J_a, episode, before, a, after, j.blocks, info["local_graph"])
+            for key, value in zip(rows, row, strict=True):
+                rows[key].append(value)
+            t += 1
+            if terminated or truncated or t >= per_episode:
+                episode, t = episode + 1, 0
+                obs, info = env.reset()
+            if progress is not None:
+                progress(1)
+    finally:
+        env.close()
     labels = [f"{o}.{v}" for o, v in CONTINUOUS_VARIABLES]
+    continuous = rows["J_a"][0] is not None
     return JacobianSamples(
-        np.array(rows["J_s"]), np.array(rows["J_a"]), np.array(rows["ep"]),
-        np.array(rows["s"]), np.array(rows["a"]), np.array(rows["s2"]), labels, ["paddle"],
+        np.array(rows["J_s"]), np.array(rows["J_a"]) if continuous else None,
+        np.array(rows["ep"]), np.array(rows["s"]), np.array(rows["a"]), np.array(rows["s2"]),
+        labels, ["paddle"] if continuous else [],
         {"blocks": np.array(rows["b"]), "graphs": np.array(rows["g"]),
          "comparable": comparable},
     )  # fmt: skip

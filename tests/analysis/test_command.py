@@ -49,7 +49,7 @@ def test_pong_end_to_end(tmp_path: Path) -> None:
     ("argv", "message"),
     [
         (["--env", "Nope-v0"], "unknown env id 'Nope-v0'; allowed: "),
-        (["--env", "Hopper-v5", "--policy", "runs/x"], "only 'random' is supported"),
+        (["--env", "Hopper-v5", "--policy", "runs/x"], "expected 'random' or a run directory"),
         (["--env", "Hopper-v5", "--steps", "2", "--episodes", "3"], "must be >= --episodes"),
     ],
 )
