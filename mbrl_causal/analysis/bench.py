@@ -37,7 +37,12 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
-from mbrl_causal.analysis.jacobian import JacobianConfig, StepJacobian, env_parts
+from mbrl_causal.analysis.jacobian import (
+    JacobianConfig,
+    StepJacobian,
+    default_threads,
+    env_parts,
+)
 
 __all__ = ["bench_jacobians", "main"]
 
@@ -166,7 +171,7 @@ def bench_jacobians(
 ) -> dict[str, Any]:
     """Jacobians/s of ours (per state; batched with 1 and ``threads`` threads) and of the
     mjd_transitionFD chain on HalfCheetah-v5, and ours batched on Hopper-v5 (RK4)."""
-    threads = threads or os.cpu_count() or 1
+    threads = threads or default_threads()
     cheetah = gym.make("HalfCheetah-v5")
     rates = _median_rates("HalfCheetah-v5", _cases(cheetah, threads, batch, True), states,
                           repeats, seed)  # fmt: skip

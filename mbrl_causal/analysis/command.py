@@ -12,7 +12,6 @@ the truth (:mod:`.learned`).
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -90,9 +89,9 @@ def add_parser(sub: Any) -> None:
     sweep = ", ".join(f"{t:g}" for t in DEFAULT_SWEEP)
     p.add_argument("--sweep", action="store_true", help=f"also report thresholds {sweep}")
     p.add_argument("--eps", type=_eps, default=1e-6, help="finite-difference step (1e-6)")
-    p.add_argument("--threads", type=_positive_int, default=os.cpu_count() or 1,
-                   help="mujoco.rollout threads (default: all cores; results do not depend "
-                        "on it)")  # fmt: skip
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="mujoco.rollout threads (default: the CPUs this process may use; the "
+                        "results do not depend on it)")  # fmt: skip
     p.add_argument("--model", metavar="RUN_DIR",
                    help="compare the vector-state world model in RUN_DIR")  # fmt: skip
     p.add_argument("--train-model", choices=("spartan", "s2ssm"),
@@ -157,9 +156,10 @@ def _collect(args: argparse.Namespace, kind: str, policy: RunPolicy | None) -> J
 
             return collect_pong(args.env, args.steps, args.episodes, args.seed, args.eps, advance,
                                 policy)  # fmt: skip
-        from mbrl_causal.analysis.jacobian import JacobianConfig, collect_mujoco
+        from mbrl_causal.analysis.jacobian import JacobianConfig, collect_mujoco, default_threads
 
-        config = JacobianConfig(eps=args.eps, threads=args.threads)
+        threads = args.threads or default_threads()
+        config = JacobianConfig(eps=args.eps, threads=threads)
         return collect_mujoco(args.env, args.steps, args.episodes, args.seed, config, advance)
 
 

@@ -36,6 +36,7 @@ Finite differences give round-off noise rather than exact zeros (about
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -123,7 +124,8 @@ class StepJacobian:
     call then replays the perturbed states of every snapshot, which removes the per-call
     overhead and gives ``threads`` worker threads enough work each. Both give the same
     numbers bit for bit, whatever the batch size and thread count (each replay is an
-    independent deterministic simulation).
+    independent deterministic simulation). One instance is not thread-safe (its buffers
+    and rollout pool are shared): use one per Python thread.
 
     Args:
         model: The compiled model.
@@ -166,6 +168,9 @@ class StepJacobian:
         limited = model.actuator_ctrllimited.astype(bool)
         self._lo = np.where(limited, lo, -np.inf)
         self._hi = np.where(limited, hi, np.inf)
+        if (self._hi <= self._lo).any():
+            bad = np.flatnonzero(self._hi <= self._lo).tolist()
+            raise ValueError(f"actuators {bad} have an empty ctrlrange; cannot differentiate")
 
     def close(self) -> None:
         """Shut the rollout thread pool down (also done when the object is collected)."""
@@ -180,6 +185,13 @@ class StepJacobian:
         u = np.array(data.ctrl if ctrl is None else ctrl, dtype=np.float64).reshape(-1)
         if u.shape != (self.nu,) or not np.isfinite(u).all():
             raise ValueError(f"ctrl must be {self.nu} finite numbers, got shape {u.shape}")
+        outside = np.flatnonzero((u < self._lo) | (u > self._hi))
+        if outside.size:  # MuJoCo would clamp it: the derivative there is not the env's
+            j = int(outside[0])
+            raise ValueError(
+                f"ctrl[{j}] = {u[j]:g} is outside actuator {j}'s ctrlrange "
+                f"[{self._lo[j]:g}, {self._hi[j]:g}]; give controls inside the ranges"
+            )
         row = np.empty(self.snapshot_size)
         state, user = row[: self._nstate], row[self._nstate : self._nstate + self._nuser]
         mujoco.mj_getState(self.model, data, state, _FULL)
@@ -270,12 +282,12 @@ class StepJacobian:
                 f"snapshots must be (n >= 1, {self.snapshot_size}) rows of "
                 f"StepJacobian.snapshot, got shape {snaps.shape}"
             )
+        if not np.isfinite(snaps).all():
+            rows = np.flatnonzero(~np.isfinite(snaps).all(1)).tolist()
+            raise ValueError(f"snapshots {rows} hold NaN or inf; cannot differentiate there")
         n = len(snaps)
         start, control, warm, out, sensors = self._buffers_for(n)
         du = self._fill_starts(snaps, start, control, warm)
-        if (du <= 0).any():
-            bad = sorted(set(np.nonzero(du <= 0)[1].tolist()))
-            raise ValueError(f"actuators {bad} have an empty ctrlrange; cannot differentiate")
         self._pool.rollout(
             [self.model] * len(start), self._datas, start, control, control_spec=_USER,
             skip_checks=True, nstep=self.frame_skip, initial_warmstart=warm,
@@ -308,7 +320,7 @@ class JacobianSamples:
         J_a: (S, nx, nu) action Jacobians (None where the action is not differentiable).
         episodes: (S,) episode id of each sample (consecutive, in time order).
         states: (S, nx) state before each step (MuJoCo: qpos, qvel, act).
-        actions: (S, nu) actions.
+        actions: (S, nu) actions ((S,) integers for a discrete-action policy on Pong).
         next_states: (S, nx) state after each step.
         state_labels: One name per state coordinate (tangent coordinates for MuJoCo).
         action_labels: One name per action coordinate.
@@ -330,6 +342,23 @@ _DOF_NAMES = {
     int(mujoco.mjtJoint.mjJNT_FREE): ("x", "y", "z", "rx", "ry", "rz"),
     int(mujoco.mjtJoint.mjJNT_BALL): ("rx", "ry", "rz"),
 }
+
+
+def check_counts(steps: int, episodes: int) -> None:
+    """ValueError unless ``steps >= episodes >= 1`` (integers)."""
+    for name, v in (("steps", steps), ("episodes", episodes)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+    if steps < episodes:
+        raise ValueError(f"steps ({steps}) must be >= episodes ({episodes})")
+
+
+def default_threads() -> int:
+    """The CPUs this process may run on (its affinity mask: taskset, cpusets)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def state_labels(model: mujoco.MjModel) -> list[str]:
@@ -365,7 +394,8 @@ def collect_mujoco(
 ) -> JacobianSamples:
     """Env-step Jacobians along random-policy trajectories of a Gymnasium MuJoCo env.
 
-    Each episode runs at most ``ceil(steps / episodes)`` steps; an episode that ends
+    ``steps`` and ``episodes`` must be >= 1. Each episode runs at most
+    ``ceil(steps / episodes)`` steps; an episode that ends
     earlier (terminated or truncated) is followed by a new one, until ``steps`` samples.
     Actions are uniform in the action space (seeded by ``seed``), i.e. inside ctrlrange.
 
@@ -374,6 +404,7 @@ def collect_mujoco(
     differentiated ``config.batch`` at a time (:meth:`StepJacobian.batch`), so
     ``progress(k)`` is called after every batch of ``k`` samples.
     """
+    check_counts(steps, episodes)
     env = gym.make(env_id)
     model, data, skip = env_parts(env)
     jac = StepJacobian(model, skip, config)

@@ -6,7 +6,9 @@ objects). What is loaded is the run's latest checkpoint, as ``mbrl-causal evalua
 
 - a Dreamer run (``train --agent dreamer``): :meth:`CausalDreamer.predict`, deterministic,
   with the regime token of the env's current regime (``info["regime"]``) when the run was
-  trained with ``--regime-info oracle``, and its first slot otherwise (no adaptation);
+  trained with ``--regime-info oracle`` and has a token for that regime; otherwise (a
+  regime the run never saw, or ``--regime-info none``) the token of its first slot. There
+  is no adaptation while the Jacobians are taken;
 - an SB3 run (``ppo``, ``ppo-imagination``, ``sac-imagination``): the SB3 model's
   ``predict``, deterministic.
 
@@ -32,6 +34,7 @@ class RunPolicy:
 
     Attributes:
         run_dir: The run directory it was loaded from.
+        run_env: The env id the run was trained on.
         algorithm: ``dreamer``, ``ppo``, ``ppo-imagination`` or ``sac-imagination``.
         action_type: ``discrete`` or ``continuous`` (the env must be made with it).
         obs_mode: ``objects`` or ``dict`` (pixels + masks: a Dreamer run on pixels).
@@ -40,6 +43,7 @@ class RunPolicy:
     """
 
     run_dir: Path
+    run_env: str
     algorithm: str
     action_type: str
     obs_mode: str
@@ -55,9 +59,10 @@ class RunPolicy:
         space = observation_space["objects"] if self.obs_mode == "dict" else observation_space
         if tuple(space.shape) != self.obs_shape:
             raise ValueError(
-                f"--policy {str(self.run_dir)!r} expects observations of shape "
-                f"{self.obs_shape} (objects), but {env_id} gives {tuple(space.shape)}; use "
-                "an Interventional Pong env with the same objects as the run's env"
+                f"--policy {str(self.run_dir)!r} (trained on {self.run_env}) expects "
+                f"observations of shape {self.obs_shape} (objects), but {env_id} gives "
+                f"{tuple(space.shape)}; use an Interventional Pong env with the same objects "
+                "(runs trained on the distractor env cannot act here)"
             )
 
 
@@ -70,8 +75,9 @@ def load_run_policy(run_dir: str | Path) -> RunPolicy:
         raise ValueError(f"--policy {str(rd)!r}: expected 'random' or a run directory")
     config = R.read_config(rd)
     algorithm = str(config.get("algorithm", "dreamer"))
+    run_env = str(config["agent"].get("env", "?"))
     if algorithm == "dreamer":
-        return _dreamer(rd)
+        return _dreamer(rd, run_env)
     from mbrl_causal.agents.sb3_evaluate import _load
 
     _, algo, _ = _load(rd)
@@ -81,17 +87,18 @@ def load_run_policy(run_dir: str | Path) -> RunPolicy:
         action, _ = algo.predict(obs, deterministic=True)
         return int(action) if discrete else np.asarray(action, np.float64).reshape(1)
 
-    return RunPolicy(rd, algorithm, "discrete" if discrete else "continuous", "objects",
-                     tuple(algo.observation_space.shape), act)  # fmt: skip
+    return RunPolicy(rd, run_env, algorithm, "discrete" if discrete else "continuous",
+                     "objects", tuple(algo.observation_space.shape), act)  # fmt: skip
 
 
-def _dreamer(rd: Path) -> RunPolicy:
+def _dreamer(rd: Path, run_env: str) -> RunPolicy:
     from mbrl_causal.agents import run as R
     from mbrl_causal.agents.dreamer.agent import CausalDreamer
 
     body = R.read_checkpoint(R.latest_checkpoint(rd))
     agent = CausalDreamer._from_state(body, None, {"num_envs": 1})
     agent.learning = False
+    agent.env_slot[:] = 0  # no regime token (or an unknown regime): the first slot
     agent.model.eval()
     oracle = agent.config.regime_info == "oracle"
     space = agent.env.single_observation_space
@@ -108,5 +115,5 @@ def _dreamer(rd: Path) -> RunPolicy:
         a = np.asarray(action)
         return int(a.reshape(-1)[0]) if discrete else a.astype(np.float64).reshape(1)
 
-    return RunPolicy(rd, "dreamer", "discrete" if discrete else "continuous",
+    return RunPolicy(rd, run_env, "dreamer", "discrete" if discrete else "continuous",
                      "dict" if dict_obs else "objects", shape, act)  # fmt: skip

@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 import gymnasium as gym
 import numpy as np
 
-from mbrl_causal.analysis.jacobian import JacobianSamples
+from mbrl_causal.analysis.jacobian import JacobianSamples, check_counts
 from mbrl_causal.analysis.policy import RunPolicy
 from mbrl_causal.envs.pong import GRAPH_NODES, OBJECT_NAMES
 
@@ -142,17 +142,18 @@ def collect_pong(
     :func:`~mbrl_causal.analysis.jacobian.collect_mujoco`. ``extra`` holds ``blocks``
     (S, N + 2, N), ``comparable`` (N + 2, N) and the env's ``graphs`` (S, N + 2, N).
     """
+    check_counts(steps, episodes)
     kwargs = policy.env_kwargs() if policy is not None else {"action_type": "continuous"}
     env = gym.make(env_id, **kwargs)
-    if policy is not None:
-        policy.check_env(env_id, env.observation_space)
     per_episode = math.ceil(steps / episodes)
-    env.action_space.seed(int(np.random.default_rng(seed).integers(2**31)))
     rows: dict[str, list[Any]] = {k: [] for k in ("J_s", "J_a", "ep", "s", "a", "s2", "b", "g")}
     episode, t = 0, 0
-    obs, info = env.reset(seed=seed)
     comparable = np.zeros(0, bool)
     try:
+        if policy is not None:
+            policy.check_env(env_id, env.observation_space)
+        env.action_space.seed(int(np.random.default_rng(seed).integers(2**31)))
+        obs, info = env.reset(seed=seed)
         for _ in range(steps):
             if policy is None:
                 a: Any = np.asarray(env.action_space.sample(), np.float64)

@@ -264,3 +264,31 @@ def test_collect_mujoco_does_not_depend_on_the_batch_size() -> None:
     for field in ("J_s", "J_a", "episodes", "states", "actions", "next_states"):
         np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
     assert a.J_s.shape == (11, 12, 12) and set(a.episodes.tolist()) == {0, 1}
+    # each sample is the Jacobian at the state *before* its step, as one state at a time
+    env = gym.make("Hopper-v5")
+    env.reset(seed=1)
+    m, d, skip = env_parts(env)
+    jac = StepJacobian(m, skip)
+    for i in range(5):
+        np.testing.assert_array_equal(jac(d, a.actions[i]).J_s, a.J_s[i])
+        env.step(a.actions[i])
+    for bad, message in ((0, "steps must be an int >= 1"), (1.5, "steps must be an int")):
+        with pytest.raises(ValueError, match=message):
+            collect_mujoco("Hopper-v5", bad)  # type: ignore[arg-type]
+
+
+def test_out_of_range_controls_and_non_finite_snapshots_are_refused() -> None:
+    env = gym.make("HalfCheetah-v5")
+    env.reset(seed=0)
+    m, d, skip = env_parts(env)
+    jac = StepJacobian(m, skip)
+    u = np.zeros(6)
+    u[2] = 1.5
+    with pytest.raises(
+        ValueError, match=r"ctrl\[2\] = 1.5 is outside actuator 2's ctrlrange \[-1, 1\]"
+    ):
+        jac(d, u)
+    snaps = np.array([jac.snapshot(d, np.zeros(6))] * 3)
+    snaps[1, 5] = np.nan
+    with pytest.raises(ValueError, match=r"snapshots \[1\] hold NaN or inf"):
+        jac.batch(snaps)

@@ -31,16 +31,32 @@ def _one_thread() -> Iterator[None]:
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("runs")
     out = {}
-    for agent in ("dreamer", "sac-imagination"):
-        run_dir = root / agent
-        argv = ["train", "--agent", agent, "--env", NEUTRAL, "--preset", "debug", "--logdir",
-                str(run_dir), "--no-eval", "--no-progress", "--set", "threads=1"]  # fmt: skip
+    for name, agent, extra in (("dreamer", "dreamer", []), ("ppo", "ppo", []),
+                               ("sac-imagination", "sac-imagination", []),
+                               ("dreamer-none", "dreamer", ["--regime-info", "none"])):  # fmt: skip
+        run_dir = root / name
+        argv = [
+            "train",
+            "--agent",
+            agent,
+            "--env",
+            NEUTRAL,
+            "--preset",
+            "debug",
+            "--no-eval",
+            "--logdir",
+            str(run_dir),
+            "--no-progress",
+            "--set",
+            "threads=1",
+            *extra,
+        ]
         assert main(argv) == 0
-        out[agent] = run_dir
+        out[name] = run_dir
     return out
 
 
-@pytest.mark.parametrize("agent", ["dreamer", "sac-imagination"])
+@pytest.mark.parametrize("agent", ["dreamer", "ppo", "sac-imagination"])
 def test_the_runs_policy_chooses_every_action(runs: dict[str, Path], agent: str) -> None:
     policy = load_run_policy(runs[agent])
     assert policy.algorithm == agent
@@ -56,7 +72,7 @@ def test_the_runs_policy_chooses_every_action(runs: dict[str, Path], agent: str)
     samples = collect_pong(NEUTRAL, 25, episodes=2, seed=3, policy=policy)
     assert len(chosen) == 25
     np.testing.assert_array_equal(samples.actions, np.array(chosen))
-    if agent == "dreamer":  # discrete actions: no action Jacobian
+    if agent != "sac-imagination":  # discrete actions: no action Jacobian
         assert policy.action_type == "discrete" and samples.J_a is None
         assert set(samples.actions.tolist()) <= {0, 1, 2} and samples.action_labels == []
     else:
@@ -67,6 +83,38 @@ def test_the_runs_policy_chooses_every_action(runs: dict[str, Path], agent: str)
     again = collect_pong(NEUTRAL, 25, episodes=2, seed=3, policy=load_run_policy(runs[agent]))
     np.testing.assert_array_equal(again.actions, samples.actions)
     np.testing.assert_array_equal(again.J_s, samples.J_s)
+
+
+@pytest.mark.parametrize("run", ["dreamer", "dreamer-none"])
+def test_dreamer_gets_the_regime_token_only_under_oracle_regime_info(
+    runs: dict[str, Path], run: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mbrl_causal.agents.dreamer.agent import CausalDreamer
+
+    asked: list[Any] = []
+    predict = CausalDreamer.predict
+
+    def recording(self: CausalDreamer, *args: Any, **kwargs: Any) -> Any:
+        asked.append(kwargs.get("regime"))
+        return predict(self, *args, **kwargs)
+
+    monkeypatch.setattr(CausalDreamer, "predict", recording)
+    policy = load_run_policy(runs[run])
+    seen: list[int] = []
+    act = policy.act
+
+    def acting(obs: Any, info: dict[str, Any]) -> Any:
+        seen.append(int(info["regime"]))
+        return act(obs, info)
+
+    policy.act = acting
+    # the switching env (a new regime every 20 episodes): 24 episodes of 2 steps
+    collect_pong("InterventionalPong-v0", 48, episodes=24, seed=2, policy=policy)
+    assert len(asked) == 48
+    if run == "dreamer":
+        assert asked == seen and len(set(seen)) > 1
+    else:
+        assert asked == [None] * 48
 
 
 def test_command_with_a_run_policy(runs: dict[str, Path], tmp_path: Path) -> None:
@@ -100,5 +148,7 @@ def test_run_policy_errors(
     # the distractor env has more objects than the run's env (Python API: the command
     # refuses that env id before)
     policy = load_run_policy(runs["sac-imagination"])
-    with pytest.raises(ValueError, match=r"expects observations of shape \(4, 4\) .* gives \(6, 4\)"):
+    with pytest.raises(
+        ValueError, match=r"expects observations of shape \(4, 4\) .* gives \(6, 4\)"
+    ):
         collect_pong("InterventionalPongDistractors-v0", 3, policy=policy)
