@@ -4,6 +4,8 @@
 # log_every steps) first reaches TARGET, for SB3 PPO (model-free), ppo-imagination and
 # the Dreamer agent, all at the quick preset's sizes, seed 0.
 #   bash benchmarks/sb3_sample_efficiency.sh [STEPS] [TARGET]   (default 100000, 0.0)
+# The Dreamer agent runs at train ratio 128 (the quick preset's 16 does not learn), with
+# the world model WORLD_MODEL (default spartan; the SB3 agents use their preset's).
 # Writes runs/sb3_sample_efficiency/<agent>/ (run directories) and
 # runs/sb3_sample_efficiency/result.json: {agent: {steps_to_target, final_return, ...}}.
 set -euo pipefail
@@ -15,8 +17,13 @@ OUT=runs/sb3_sample_efficiency
 mkdir -p "$OUT"
 for agent in ppo ppo-imagination dreamer; do
   rm -rf "${OUT:?}/$agent"
+  extra=()
+  if [ "$agent" = dreamer ]; then
+    extra=(--world-model "${WORLD_MODEL:-spartan}" --set train_ratio=128)
+  fi
   $BIN/mbrl-causal train --agent "$agent" --env InterventionalPong-Neutral-v0 --preset quick \
-    --steps "$STEPS" --logdir "$OUT/$agent" --no-eval --no-progress --set log_every=1000
+    --steps "$STEPS" --logdir "$OUT/$agent" --no-eval --no-progress --set log_every=1000 \
+    "${extra[@]}"
 done
 $BIN/python - "$OUT" "$TARGET" <<'PY'
 import json, sys, pathlib
