@@ -4,7 +4,6 @@ extractor, save/load (debug world-model sizes; each test takes a few seconds).""
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +34,7 @@ NEUTRAL = "InterventionalPong-Neutral-v0"
 RECOMMENDATION = "has an unconventional shape (neither an image, nor a 1D vector)"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _model(name: str = "spartan", discrete: bool = True, seed: int = 0, **kw: Any) -> WorldModel:

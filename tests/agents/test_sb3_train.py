@@ -4,7 +4,6 @@ preset, `evaluate` on those runs, resume of an imagination run, and bad input.""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +20,7 @@ NEUTRAL = "InterventionalPong-Neutral-v0"
 FAST = ["--no-progress", "--set", "threads=1"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _cli(args: list[str]) -> int:

@@ -4,13 +4,11 @@ Jacobians are taken (Dreamer and SB3 runs), and the errors around it."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
 from mbrl_causal.analysis.policy import load_run_policy
 from mbrl_causal.analysis.pong import collect_pong
@@ -19,12 +17,7 @@ from mbrl_causal.cli import main
 NEUTRAL = "InterventionalPong-Neutral-v0"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

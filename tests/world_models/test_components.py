@@ -52,13 +52,7 @@ SMALL = {
 SPARSE_MODELS = [n for n in WORLD_MODELS if WorldModelConfig(name=n).sparse]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is fastest and leaves the other core to other jobs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_model(name: str, seed: int = 0, **fields) -> WorldModel:
