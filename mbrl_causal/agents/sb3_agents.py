@@ -473,16 +473,10 @@ def resolve_sb3(req: Any, algorithm: str) -> tuple[SB3AgentConfig, WorldModelCon
     agent, model = load_sb3_preset(req.preset or "default")
     options = {"env": req.env, "world_model": req.world_model, "total_steps": req.steps}
     agent.update({k: v for k, v in options.items() if v is not None}, algorithm=algorithm)
+    from mbrl_causal.agents.train import apply_overrides
+
     agent_fields = {f.name for f in dataclasses.fields(SB3AgentConfig)} - {"algorithm"}
-    model_fields = {f.name for f in dataclasses.fields(WorldModelConfig)} - {"name", "obs"}
-    for key, value in parse_overrides(req.overrides).items():
-        if key in agent_fields:
-            agent[key] = value
-        elif key in model_fields:
-            model[key] = value
-        else:
-            allowed = ", ".join(sorted(agent_fields | model_fields))
-            raise ValueError(f"--set {key}: not a settable field; allowed: {allowed}")
+    apply_overrides(req.overrides, agent, model, agent_fields)
     cfg = from_mapping(SB3AgentConfig, agent, "agent config")
     wm = from_mapping(WorldModelConfig, {**model, "name": cfg.world_model, "obs": "objects"},
                       "world-model config")  # fmt: skip

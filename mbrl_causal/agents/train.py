@@ -45,16 +45,13 @@ class TrainRequest:
     agent: str | None = None  # dreamer (default), ppo, ppo-imagination, sac-imagination
 
 
-def resolve_configs(req: TrainRequest) -> tuple[AgentConfig, WorldModelConfig]:
-    """Preset, then options, then ``--set``; unknown or ill-typed fields raise ValueError."""
-    agent, model = load_preset(req.preset or "default")
-    options = {"env": req.env, "world_model": req.world_model, "obs": req.obs,
-               "total_steps": req.steps, "regime_info": req.regime_info,
-               "adapt_trigger": req.adapt_trigger}  # fmt: skip
-    agent.update({k: v for k, v in options.items() if v is not None})
-    agent_fields = {f.name for f in dataclasses.fields(AgentConfig)}
+def apply_overrides(
+    overrides: list[str], agent: dict[str, Any], model: dict[str, Any], agent_fields: set[str]
+) -> None:
+    """Route ``--set key=value`` items into the agent or the world-model mapping (in place);
+    a key of neither gives a ValueError listing every settable field."""
     model_fields = {f.name for f in dataclasses.fields(WorldModelConfig)} - {"name", "obs"}
-    for key, value in parse_overrides(req.overrides).items():
+    for key, value in parse_overrides(overrides).items():
         if key in agent_fields:
             agent[key] = value
         elif key in model_fields:
@@ -62,6 +59,16 @@ def resolve_configs(req: TrainRequest) -> tuple[AgentConfig, WorldModelConfig]:
         else:
             allowed = ", ".join(sorted(agent_fields | model_fields))
             raise ValueError(f"--set {key}: not a settable field; allowed: {allowed}")
+
+
+def resolve_configs(req: TrainRequest) -> tuple[AgentConfig, WorldModelConfig]:
+    """Preset, then options, then ``--set``; unknown or ill-typed fields raise ValueError."""
+    agent, model = load_preset(req.preset or "default")
+    options = {"env": req.env, "world_model": req.world_model, "obs": req.obs,
+               "total_steps": req.steps, "regime_info": req.regime_info,
+               "adapt_trigger": req.adapt_trigger}  # fmt: skip
+    agent.update({k: v for k, v in options.items() if v is not None})
+    apply_overrides(req.overrides, agent, model, {f.name for f in dataclasses.fields(AgentConfig)})
     cfg = from_mapping(AgentConfig, agent, "agent config")
     wm = from_mapping(WorldModelConfig, {**model, "name": cfg.world_model, "obs": cfg.obs},
                       "world-model config")  # fmt: skip
