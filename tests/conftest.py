@@ -16,3 +16,12 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def sb3_logdir_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """SB3's default logger makes an ``SB3-<date>`` folder in the system temp dir on every
+    ``learn`` without a logger; point it at pytest's own temp dir instead."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SB3_LOGDIR", str(tmp_path_factory.mktemp("sb3-default-log")))
+        yield
