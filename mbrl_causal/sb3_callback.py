@@ -31,7 +31,12 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from mbrl_causal.agents.replay import Replay
 from mbrl_causal.world_models.model import WorldModel
-from mbrl_causal.world_models.training import _figures, check_finite, make_lagrangian
+from mbrl_causal.world_models.training import (
+    _figures,
+    check_finite,
+    feed_lagrangian,
+    make_lagrangian,
+)
 
 __all__ = ["TransitionReplay", "WorldModelCallback"]
 
@@ -230,7 +235,7 @@ class WorldModelCallback(BaseCallback):
                 torch.nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip)
                 self.optimizer.step()
                 if model.config.sparse:
-                    self.lagrangian.update(float(terms.mse.detach()))
+                    feed_lagrangian(self.lagrangian, terms)
                 self.updates += 1
         finally:
             model.train(was_training)

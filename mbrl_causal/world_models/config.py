@@ -23,6 +23,7 @@ __all__ = [
 WORLD_MODELS: tuple[str, ...] = ("spartan", "s2ssm", "dense-transformer", "dense-ssm")
 OBS_SETTINGS: tuple[str, ...] = ("objects", "pixels")
 SSM_BACKENDS: tuple[str, ...] = ("auto", "torch", "mamba_ssm")
+SPARSITY_CONSTRAINTS: tuple[str, ...] = ("per_object", "total")
 PRESETS: tuple[str, ...] = ("default", "debug")
 
 
@@ -76,6 +77,9 @@ class WorldModelConfig:
     """Initial gate logit bias: positive starts the graph fully open (logit units)."""
     gate_temperature: float = 2.0
     """Temperature of the binary Gumbel (logistic-noise) relaxation of the gates."""
+    sparsity_constraint: str = "per_object"
+    """``per_object``: one Lagrangian per child object, each on that object's own MSE (its
+    lambda prices the paths into it); ``total``: one on the MSE averaged over objects."""
     tau: float | None = None
     """Constraint level E[MSE] <= tau of the sparsity Lagrangian; None: set automatically to
     ``tau_factor`` x the moving-average MSE at the end of ``sparsity_warmup``."""
@@ -102,6 +106,7 @@ class WorldModelConfig:
         _one_of("world_model", self.name, WORLD_MODELS)
         _one_of("obs", self.obs, OBS_SETTINGS)
         _one_of("ssm_backend", self.ssm_backend, SSM_BACKENDS)
+        _one_of("sparsity_constraint", self.sparsity_constraint, SPARSITY_CONSTRAINTS)
         for k in (
             "d_model",
             "n_layers",

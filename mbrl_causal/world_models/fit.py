@@ -19,8 +19,10 @@ JSON figures (all on held-out data): ``mse`` next-step MSE in latent space (obje
 mode: per object feature, features scaled to about [-1, 1]; pixels mode: per VAE latent
 entry), ``rollout_mse`` the mean MSE of an open-loop rollout of ``rollout_horizon`` steps,
 ``shd`` differing graph entries per transition, ``precision``/``recall`` of edges,
-``edges``/``true_edges`` per transition; ``few_shot[regime][K]`` MSE after adapting on K
-trajectories; ``robustness.error_change_pct`` = 100 (mse_without - mse_with) / mse_with;
+``edges``/``true_edges`` per transition; ``per_edge["parent->child"]`` fractions of test
+transitions with that edge ``true``, ``predicted``, ``fp``, ``fn``;
+``few_shot[regime][K]`` MSE after adapting on K trajectories;
+``robustness.error_change_pct`` = 100 (mse_without - mse_with) / mse_with;
 ``train_seconds`` wall seconds of the main model's training.
 """
 
@@ -207,9 +209,7 @@ def _few_shot(run: FitRun, model: WorldModel, env: str, bar: _Progress) -> dict[
     result: dict[str, Any] = {}
     advance = bar.task("few-shot adaptation", len(held_out) * len(f.few_shot_ks))
     for rid in held_out:
-        adapt = collect(
-            env, [rid], kmax * (length + 40), run.seed + 40_000 + rid, kmax, obs, f.random_fraction
-        )
+        adapt, starts = _adaptation_windows(run, env, rid, kmax, length)
         test = collect(
             env,
             [rid],
@@ -219,7 +219,6 @@ def _few_shot(run: FitRun, model: WorldModel, env: str, bar: _Progress) -> dict[
             obs,
             f.random_fraction,
         )
-        starts = _one_window_per_row(adapt, length)
         curve: dict[str, Any] = {}
         for k in f.few_shot_ks:
             batch = adapt.batch(starts[:k], length, obs)
@@ -242,9 +241,29 @@ def _few_shot(run: FitRun, model: WorldModel, env: str, bar: _Progress) -> dict[
 def _one_window_per_row(data: TransitionData, length: int) -> np.ndarray:
     starts = data.window_starts(length)
     _, first = np.unique(starts[:, 0], return_index=True)
-    if len(first) == 0:
-        raise ValueError(f"no adaptation trajectory of {length} steps could be collected")
     return starts[first]
+
+
+def _adaptation_windows(
+    run: FitRun, env: str, rid: int, k: int, length: int, tries: int = 4
+) -> tuple[TransitionData, np.ndarray]:
+    """k sub-envs' data of regime ``rid`` with one ``length``-step window (no episode end
+    inside) in each row; the budget per sub-env doubles while an episode end leaves a row
+    without one."""
+    f = run.fit
+    per_env = length + 40
+    for _ in range(tries):
+        adapt = collect(
+            env, [rid], k * per_env, run.seed + 40_000 + rid, k, run.model.obs, f.random_fraction
+        )
+        starts = _one_window_per_row(adapt, length)
+        if len(starts) >= k:
+            return adapt, starts[:k]
+        per_env *= 2
+    raise ValueError(
+        f"only {len(starts)} of {k} adaptation trajectories of {length} steps could be "
+        f"collected in {REGIMES[rid].name} with {per_env // 2} steps per sub-env"
+    )
 
 
 def _robustness(run: FitRun, regimes: list[int], bar: _Progress) -> dict[str, Any]:
@@ -310,6 +329,9 @@ def fit(run: FitRun, env: str | None = None) -> dict[str, Any]:
         torch.set_num_threads(f.threads)
     torch.manual_seed(run.seed)
     regimes = parse_regimes(f.regimes)
+    probe = gym.make(env)
+    nodes = list(probe.get_wrapper_attr("graph_nodes"))
+    probe.close()
     run.out.mkdir(parents=True, exist_ok=True)
     config = {"model": run.model.to_dict(), "fit": f.to_dict(), "seed": run.seed, "env": env}
     write_atomic(
@@ -329,7 +351,7 @@ def fit(run: FitRun, env: str | None = None) -> dict[str, Any]:
             model = _train(run, data, regimes, f.train_steps, bar, run.model.name, writer)
             seconds = time.perf_counter() - t0
             threshold = choose_threshold(model, val, run.model.obs, f.seq_len)
-            overall = evaluate(model, test, run.model.obs, f.seq_len)
+            overall = evaluate(model, test, run.model.obs, f.seq_len, node_names=nodes)
             overall["rollout_mse"] = rollout_mse(model, test, run.model.obs, f.rollout_horizon)
             record: dict[str, Any] = {
                 "world_model": run.model.name,
@@ -337,6 +359,7 @@ def fit(run: FitRun, env: str | None = None) -> dict[str, Any]:
                 "env": env,
                 "overall": {**_keys(overall), "rollout_mse": overall["rollout_mse"]},
                 "per_regime": _per_regime(model, test, run),
+                "per_edge": overall["per_edge"],
                 "graph_threshold": None if run.model.sparse else threshold,
                 "train_seconds": seconds,
             }

@@ -9,10 +9,15 @@ env spec's SHD definition). Figures, all means over transitions:
 - ``precision``: true predicted edges / predicted edges (0 when nothing is predicted);
 - ``recall``: true predicted edges / true edges (1 when there are none);
 - ``edges``: predicted edges per transition; ``true_edges``: true edges per transition.
+
+:meth:`GraphStats.per_edge` breaks the SHD down by entry (``"ball->score"``): the fraction
+of transitions in which the edge is true, predicted, a false positive and a false
+negative (``fp + fn`` summed over the entries is the SHD).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +43,8 @@ class GraphStats:
     transitions: int = 0
     pred_sum: np.ndarray | None = None  # per entry: steps with the edge predicted
     true_sum: np.ndarray | None = None  # per entry: steps with the edge true
+    fp_sum: np.ndarray | None = None  # per entry: steps with a false positive
+    fn_sum: np.ndarray | None = None  # per entry: steps with a false negative
 
     def add(self, pred: np.ndarray | torch.Tensor, true: np.ndarray | torch.Tensor) -> None:
         """Add predicted and true graphs of the same shape (..., N + 2, N)."""
@@ -51,9 +58,16 @@ class GraphStats:
         self.fp += float((p & ~t).sum())
         self.fn += float((~p & t).sum())
         self.transitions += int(np.prod(p.shape[:-2]))
-        ps, ts = p.reshape(-1, *p.shape[-2:]).sum(0), t.reshape(-1, *t.shape[-2:]).sum(0)
-        self.pred_sum = ps if self.pred_sum is None else self.pred_sum + ps
-        self.true_sum = ts if self.true_sum is None else self.true_sum + ts
+        flat_p, flat_t = p.reshape(-1, *p.shape[-2:]), t.reshape(-1, *t.shape[-2:])
+        sums = {
+            "pred_sum": flat_p.sum(0),
+            "true_sum": flat_t.sum(0),
+            "fp_sum": (flat_p & ~flat_t).sum(0),
+            "fn_sum": (~flat_p & flat_t).sum(0),
+        }
+        for key, value in sums.items():
+            old = getattr(self, key)
+            setattr(self, key, value if old is None else old + value)
 
     @property
     def count(self) -> int:
@@ -66,6 +80,33 @@ class GraphStats:
             raise ValueError("no graph added yet")
         n = max(self.transitions, 1)
         return self.pred_sum / n, self.true_sum / n
+
+    def per_edge(
+        self, parents: Sequence[str], children: Sequence[str]
+    ) -> dict[str, dict[str, float]]:
+        """Per entry ``"parent->child"`` (object self edges left out): fractions of the
+        added transitions with the edge ``true``, ``predicted``, ``fp`` and ``fn``."""
+        if self.pred_sum is None or self.true_sum is None:
+            raise ValueError("no graph added yet")
+        if (len(parents), len(children)) != self.pred_sum.shape:
+            raise ValueError(
+                f"{len(parents)} parent and {len(children)} child names for graphs of shape "
+                f"{self.pred_sum.shape}"
+            )
+        assert self.fp_sum is not None and self.fn_sum is not None
+        n = max(self.transitions, 1)
+        mask = off_diagonal(len(parents), len(children))
+        return {
+            f"{parents[j]}->{children[i]}": {
+                "true": float(self.true_sum[j, i]) / n,
+                "predicted": float(self.pred_sum[j, i]) / n,
+                "fp": float(self.fp_sum[j, i]) / n,
+                "fn": float(self.fn_sum[j, i]) / n,
+            }
+            for j in range(len(parents))
+            for i in range(len(children))
+            if mask[j, i]
+        }
 
     def result(self) -> dict[str, float]:
         n = max(self.transitions, 1)

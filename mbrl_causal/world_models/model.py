@@ -22,6 +22,7 @@ instead (a fitted free token: :mod:`.adaptation`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -89,6 +90,7 @@ class LossTerms(NamedTuple):
     sparsity: torch.Tensor  # paths per transition (object rows of the path matrix)
     recon: torch.Tensor  # pixels: reconstruction error per object image
     kl: torch.Tensor  # pixels: KL per object
+    mse_objects: torch.Tensor  # (N,) next-latent MSE of each object (no gradient)
 
 
 class WorldModel(nn.Module):
@@ -271,11 +273,12 @@ class WorldModel(nn.Module):
     def loss(
         self,
         batch: SequenceBatch,
-        sparsity_weight: float,
+        sparsity_weight: float | Sequence[float],
         generator: torch.Generator | None = None,
         regime: torch.Tensor | None = None,
     ) -> tuple[LossTerms, WorldModelOutput]:
-        """The objective on a batch; ``sparsity_weight`` is the Lagrangian's lambda.
+        """The objective on a batch; ``sparsity_weight`` is the Lagrangian's lambda: one
+        price for every path, or one per child object (the price of the paths into it).
 
         The prediction target is the encoder's latent of the next observation with the
         gradient stopped (the encoder is anchored by its own reconstruction term in pixels
@@ -284,17 +287,25 @@ class WorldModel(nn.Module):
         c = self.config
         z, enc = self.encoder.loss(batch.obs)
         out = self(z[:, :-1], batch.actions, batch.regimes if regime is None else regime, generator)
-        mse = F.mse_loss(out.next_latent, z[:, 1:].detach())
+        target = z[:, 1:].detach()
+        mse = F.mse_loss(out.next_latent, target)
+        with torch.no_grad():
+            mse_objects = (out.next_latent - target).square().mean((0, 1, 3))
         reward = F.mse_loss(out.reward, batch.rewards.float())
         cont = F.binary_cross_entropy_with_logits(out.cont_logit, batch.conts.float())
         n = z.shape[2]
-        sparsity = out.paths[:, :, :n].sum((-1, -2)).mean() if c.sparse else z.new_zeros(())
+        into = out.paths[:, :, :n].sum(-1).mean((0, 1)) if c.sparse else z.new_zeros(n)
+        sparsity = into.sum()  # paths per transition; into[i]: paths into object i
         total = c.token_weight * mse + c.reward_weight * reward + c.cont_weight * cont
-        if sparsity_weight:  # exactly zero weight adds exactly nothing
-            total = total + sparsity_weight * sparsity
+        weight = torch.as_tensor(sparsity_weight, dtype=into.dtype, device=into.device)
+        if weight.ndim and weight.shape != (n,):
+            raise ValueError(f"{weight.shape[0]} sparsity weights for {n} objects")
+        if c.sparse and bool((weight != 0).any()):  # exactly zero weight adds nothing
+            total = total + (weight * into).sum()
         if c.obs == "pixels":
             total = total + c.recon_weight * enc.recon + c.kl_weight * enc.kl
-        return LossTerms(total, mse, reward, cont, sparsity, enc.recon, enc.kl), out
+        terms = LossTerms(total, mse, reward, cont, sparsity, enc.recon, enc.kl, mse_objects)
+        return terms, out
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -31,9 +31,18 @@ import torch.nn.functional as F
 from mbrl_causal.world_models.data import TransitionData
 from mbrl_causal.world_models.metrics import GraphStats
 from mbrl_causal.world_models.model import LossTerms, SequenceBatch, WorldModel
-from mbrl_causal.world_models.sparsity import SparsityLagrangian
+from mbrl_causal.world_models.sparsity import ObjectLagrangians, SparsityLagrangian
 
-__all__ = ["NonFiniteLoss", "choose_threshold", "evaluate", "make_lagrangian", "train"]
+Lagrangian = SparsityLagrangian | ObjectLagrangians
+
+__all__ = [
+    "NonFiniteLoss",
+    "choose_threshold",
+    "evaluate",
+    "feed_lagrangian",
+    "make_lagrangian",
+    "train",
+]
 
 THRESHOLDS = (0.02, 0.05, 0.08, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -42,10 +51,12 @@ class NonFiniteLoss(RuntimeError):
     """A loss term became NaN or inf; the update was not applied."""
 
 
-def make_lagrangian(model: WorldModel) -> SparsityLagrangian:
-    """The Lagrangian configured by the model's config (warm-up, tau, lambda bounds)."""
+def make_lagrangian(model: WorldModel) -> Lagrangian:
+    """The Lagrangian configured by the model's config (per object or on the total MSE,
+    warm-up, tau, lambda bounds)."""
     c = model.config
-    return SparsityLagrangian(
+    kind = ObjectLagrangians if c.sparsity_constraint == "per_object" else SparsityLagrangian
+    return kind(
         tau=c.tau,
         tau_factor=c.tau_factor,
         warmup=c.sparsity_warmup,
@@ -57,13 +68,21 @@ def make_lagrangian(model: WorldModel) -> SparsityLagrangian:
     )
 
 
+def feed_lagrangian(lag: Lagrangian, terms: LossTerms) -> None:
+    """Update lambda from a train step's MSE (per object or averaged, as ``lag`` wants)."""
+    if isinstance(lag, ObjectLagrangians):
+        lag.update(terms.mse_objects.detach().cpu().tolist())
+    else:
+        lag.update(float(terms.mse.detach()))
+
+
 def check_finite(terms: LossTerms) -> None:
     """Raise :class:`NonFiniteLoss` naming the first NaN/inf term."""
     items = list(terms._asdict().items())
     for name, value in items[1:] + items[:1]:  # the terms first: "total" is NaN with any
         if not torch.isfinite(value).all():
             raise NonFiniteLoss(
-                f"world-model loss term {name!r} is {value.item()}; the update was skipped "
+                f"world-model loss term {name!r} is {value.tolist()}; the update was skipped "
                 "(lower the learning rate or check the data)"
             )
 
@@ -75,7 +94,7 @@ def train(
     lr: float = 1e-3,
     grad_clip: float = 10.0,
     seed: int = 0,
-    lagrangian: SparsityLagrangian | None = None,
+    lagrangian: Lagrangian | None = None,
     log: Callable[[str, float, int], None] | None = None,
     log_every: int = 50,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
@@ -104,7 +123,7 @@ def train(
         opt.step()
         sched.step()
         if model.config.sparse:
-            lag.update(float(terms.mse.detach()))
+            feed_lagrangian(lag, terms)
         if step % log_every == 0 or step == steps:
             last = _figures(terms, out.graph, batch, lag, step / (time.perf_counter() - start))
             if log is not None:
@@ -119,7 +138,7 @@ def _figures(
     terms: LossTerms,
     graph: torch.Tensor,
     batch: SequenceBatch,
-    lag: SparsityLagrangian,
+    lag: Lagrangian,
     rate: float,
 ) -> dict[str, float]:
     stats = GraphStats()
@@ -133,8 +152,7 @@ def _figures(
         "world_model/cont_bce": float(terms.cont),
         "world_model/recon": float(terms.recon),
         "world_model/kl": float(terms.kl),
-        "causal/lambda": lag.value,
-        "causal/tau": float(lag.tau or 0.0),
+        **lag.summary(),
         "causal/paths": float(terms.sparsity),
         "causal/edges": g["edges"],
         "causal/shd": g["shd"],
@@ -159,13 +177,16 @@ def evaluate(
     regime: torch.Tensor | None = None,
     objects: int | None = None,
     limit: int | None = None,
-) -> dict[str, float]:
+    node_names: Sequence[str] | None = None,
+) -> dict[str, Any]:
     """Figures of ``model`` on held-out ``data`` (deterministic gates).
 
     Returns ``mse`` (next-latent MSE; objects mode: object features), ``reward_mse``,
     ``cont_bce`` and the graph figures (:mod:`.metrics`). ``regime`` replaces the data's
     regime (a fitted token); ``objects`` keeps only the first ``objects`` objects in the
-    input and scores only those (the distractor-removal protocol).
+    input and scores only those (the distractor-removal protocol). With ``node_names``
+    (the env's ``graph_nodes``) the figures gain ``per_edge``
+    (:meth:`~mbrl_causal.world_models.metrics.GraphStats.per_edge`).
     """
     model.eval()
     starts = eval_starts(data, length, limit)
@@ -186,12 +207,16 @@ def evaluate(
         true = b.graphs if objects is None else _keep_objects(b.graphs, n)
         stats.add(out.graph, true)
         count += k
-    return {
+    figures: dict[str, Any] = {
         "mse": sq / count,
         "reward_mse": rew / count,
         "cont_bce": cont / count,
         **stats.result(),
     }
+    if node_names is not None:
+        n_children = len(node_names) - 2
+        figures["per_edge"] = stats.per_edge(node_names, node_names[:n_children])
+    return figures
 
 
 def _keep_objects(graphs: torch.Tensor, n: int) -> torch.Tensor:

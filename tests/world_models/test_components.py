@@ -27,14 +27,14 @@ from mbrl_causal.world_models.gates import (
 )
 from mbrl_causal.world_models.metrics import GraphStats, graph_metrics
 from mbrl_causal.world_models.model import WorldModel
-from mbrl_causal.world_models.sparsity import SparsityLagrangian
+from mbrl_causal.world_models.sparsity import ObjectLagrangians, SparsityLagrangian
 from mbrl_causal.world_models.ssm import (
     MambaLayer,
     _SelectiveScan,
     mamba_ssm_available,
     selective_scan,
 )
-from mbrl_causal.world_models.training import train
+from mbrl_causal.world_models.training import make_lagrangian, train
 
 N_OBJECTS = 4
 M_TOKENS = N_OBJECTS + 2  # objects, action, regime
@@ -382,6 +382,65 @@ def test_training_with_unreachable_tau_keeps_the_graph() -> None:
     assert reachable < edges / 2
 
 
+def test_per_object_weights_price_the_paths_into_each_object() -> None:
+    model = make_model("spartan").train()
+    batch = make_batch()
+    terms0, out = model.loss(batch, 0.0, torch.Generator().manual_seed(1))
+    into = out.paths[:, :, :N_OBJECTS].sum(-1).mean((0, 1))
+    torch.testing.assert_close(terms0.sparsity, into.sum())
+    torch.testing.assert_close(terms0.mse_objects.mean(), terms0.mse)
+    assert terms0.mse_objects.shape == (N_OBJECTS,) and not terms0.mse_objects.requires_grad
+    weights = [0.0] * N_OBJECTS
+    weights[1] = 0.5  # only the paths into object 1 cost
+    terms1, _ = model.loss(batch, weights, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(terms1.total, terms0.total + 0.5 * into[1])
+    model.zero_grad()
+    terms1.total.backward()
+    assert all(g.bias.grad.abs() > 0 for g in gates(model))
+    # all-zero per-object weights add exactly nothing, as the scalar 0 does
+    terms2, _ = model.loss(batch, [0.0] * N_OBJECTS, torch.Generator().manual_seed(1))
+    assert torch.equal(terms2.total, terms0.total)
+    with pytest.raises(ValueError, match="sparsity weights for"):
+        model.loss(batch, [0.1] * (N_OBJECTS + 1))
+
+
+def test_object_lagrangians_move_each_lambda_on_its_own_mse() -> None:
+    lag = ObjectLagrangians(tau=1.0, warmup=0, lambda_init=0.01, lambda_min=1e-4, lr=0.5, ema=0.0)
+    assert lag.value == pytest.approx(0.01) and lag.tau is None  # unsized until updated
+    for _ in range(20):
+        up, down = lag.update([0.5, 1.5])  # object 0 meets its tau, object 1 does not
+    assert up > 0.01 and math.isclose(down, 1e-4)
+    assert lag.summary()["causal/lambda"] == pytest.approx((up + down) / 2)
+    with pytest.raises(ValueError, match="2 objects, got 3"):
+        lag.update([0.1, 0.1, 0.1])
+    copy = ObjectLagrangians(tau=1.0, warmup=0, lambda_init=0.01, lambda_min=1e-4, lr=0.5)
+    copy.load_state_dict(lag.state_dict())
+    assert copy.value == lag.value and copy.update([0.5, 1.5]) == lag.update([0.5, 1.5])
+    # a checkpoint of the other kind is refused by name, both ways
+    with pytest.raises(ValueError, match="sparsity_constraint='total'"):
+        copy.load_state_dict(SparsityLagrangian(tau=1.0).state_dict())
+    with pytest.raises(ValueError, match="sparsity_constraint='per_object'"):
+        SparsityLagrangian(tau=1.0).load_state_dict(lag.state_dict())
+
+
+def test_object_lagrangians_automatic_tau_per_object() -> None:
+    lag = ObjectLagrangians(tau=None, tau_factor=2.0, warmup=2, ema=0.0)
+    lag.update([1.0, 10.0])
+    assert lag.value == [0.0, 0.0]  # warm-up: no price yet
+    lag.update([1.0, 10.0])
+    assert lag.tau == [2.0, 20.0]  # each object's own warm-up MSE, times tau_factor
+    with pytest.raises(ValueError, match="tau has 3 entries for 2 objects"):
+        ObjectLagrangians(tau=[1.0, 1.0, 1.0], warmup=0).update([0.1, 0.1])
+
+
+def test_make_lagrangian_follows_the_config() -> None:
+    assert isinstance(make_lagrangian(make_model("spartan")), ObjectLagrangians)
+    total = make_model("spartan", sparsity_constraint="total")
+    assert isinstance(make_lagrangian(total), SparsityLagrangian)
+    with pytest.raises(ValueError, match="sparsity_constraint must be one of per_object, total"):
+        make_model("spartan", sparsity_constraint="each")
+
+
 # ----------------------------------------------------------------------------- 5. scan
 def scan_inputs(dtype: torch.dtype, b: int = 2, length: int = 6, d: int = 3, n: int = 4):
     g = torch.Generator().manual_seed(0)
@@ -566,6 +625,26 @@ def test_graph_stats_streaming_equals_one_batch_and_takes_tensors() -> None:
     mask = np.ones((M_TOKENS, N_OBJECTS), bool)
     mask[range(N_OBJECTS), range(N_OBJECTS)] = False
     assert math.isclose(whole["shd"], float((pred != true)[..., mask].sum()) / 15)
+
+
+def test_graph_stats_per_edge_breaks_the_shd_down() -> None:
+    true = np.zeros((2, 4, 2), bool)  # 2 transitions, 2 objects: parents a, b, action, regime
+    true[:, 2, 0] = True  # action -> a in both
+    true[0, 1, 0] = True  # b -> a in the first only
+    pred = true.copy()
+    pred[0, 1, 0] = False  # one false negative
+    pred[:, 3, 1] = True  # regime -> b: two false positives
+    pred[:, 1, 1] = True  # a self edge: never counted
+    stats = GraphStats()
+    stats.add(pred, true)
+    edges = stats.per_edge(["a", "b", "action", "regime"], ["a", "b"])
+    assert "b->b" not in edges and len(edges) == 6
+    assert edges["b->a"] == {"true": 0.5, "predicted": 0.0, "fp": 0.0, "fn": 0.5}
+    assert edges["regime->b"] == {"true": 0.0, "predicted": 1.0, "fp": 1.0, "fn": 0.0}
+    assert edges["action->a"] == {"true": 1.0, "predicted": 1.0, "fp": 0.0, "fn": 0.0}
+    assert sum(e["fp"] + e["fn"] for e in edges.values()) == stats.result()["shd"] == 1.5
+    with pytest.raises(ValueError, match="3 parent and 2 child names"):
+        stats.per_edge(["a", "b", "action"], ["a", "b"])
 
 
 def test_graph_metrics_shape_mismatch() -> None:

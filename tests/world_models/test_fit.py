@@ -46,6 +46,11 @@ def test_fit_debug_end_to_end(tmp_path: Path, model: str, obs: str) -> None:
         assert math.isfinite(curve["1"]) and math.isfinite(curve["2"])
         assert math.isfinite(curve["reference_mse"])
     assert math.isfinite(record["robustness"]["error_change_pct"])
+    per_edge = record["per_edge"]  # 6 parents x 4 children, object self edges left out
+    assert len(per_edge) == 20 and "ball->score" in per_edge and "ball->ball" not in per_edge
+    errors = sum(e["fp"] + e["fn"] for e in per_edge.values())
+    assert math.isclose(errors, record["overall"]["shd"], rel_tol=1e-9, abs_tol=1e-12)
+    assert math.isclose(per_edge["action->agent"]["true"], 1.0)  # the action always moves it
     assert record["train_seconds"] > 0
     assert record["config"]["model"]["name"] == model
     assert (record["graph_threshold"] is None) == (model != "dense-transformer")

@@ -42,7 +42,7 @@ from mbrl_causal.io import write_atomic
 from mbrl_causal.world_models.config import WorldModelConfig
 from mbrl_causal.world_models.metrics import GraphStats
 from mbrl_causal.world_models.model import WorldModel
-from mbrl_causal.world_models.training import check_finite, make_lagrangian
+from mbrl_causal.world_models.training import check_finite, feed_lagrangian, make_lagrangian
 
 __all__ = ["MAX_SLOTS", "CausalDreamer"]
 
@@ -311,7 +311,7 @@ class CausalDreamer:
         terms = type(terms)(*(t.detach() for t in terms))
         mse = float(terms.mse)
         if self.model.config.sparse:
-            self.lagrangian.update(mse)
+            feed_lagrangian(self.lagrangian, terms)
         self.mse_avg = mse if self.mse_avg is None else 0.98 * self.mse_avg + 0.02 * mse
         with torch.no_grad():
             z_all = self.model.encode(batch.obs)  # (B, T + 1, N, L) states of the batch
@@ -336,7 +336,7 @@ class CausalDreamer:
             "world_model/reward_mse": float(terms.reward),
             "world_model/cont_bce": float(terms.cont),
             "world_model/recon": float(terms.recon), "world_model/kl": float(terms.kl),
-            "causal/lambda": self.lagrangian.value, "causal/paths": float(terms.sparsity),
+            **self.lagrangian.summary(), "causal/paths": float(terms.sparsity),
             "causal/edges": g["edges"], "causal/shd": g["shd"],
             **{f"actor_critic/{k}": v for k, v in ac._asdict().items()},
             "time/update_s": time.perf_counter() - start,
