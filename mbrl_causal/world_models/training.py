@@ -10,7 +10,8 @@ data. TensorBoard keys (all means over the logged step's batch):
   ``world_model/reward_mse`` (reward units squared); ``world_model/cont_bce`` (nats);
   ``world_model/recon`` (pixels: squared error summed per masked image) and
   ``world_model/kl`` (pixels: nats per object);
-- ``causal/lambda`` (price of one path), ``causal/tau`` (MSE constraint level),
+- ``causal/lambda`` (price of one path), ``causal/tau`` (MSE constraint level); with
+  per-object constraints both are means over the child objects;
   ``causal/paths`` (paths per transition in the object rows of the path matrix),
   ``causal/edges`` and ``causal/shd`` (predicted edges and SHD per transition against the
   env's local graphs, gates sampled as in training);
