@@ -39,7 +39,7 @@ import yaml
 from mbrl_causal.agents import run as R
 from mbrl_causal.agents.config import PRESET_DIR, PRESETS
 from mbrl_causal.config import from_mapping, parse_overrides
-from mbrl_causal.world_models.config import WorldModelConfig, _one_of
+from mbrl_causal.world_models.config import WorldModelConfig, _one_of, stored_world_model_config
 
 __all__ = ["AGENTS", "SB3_ALGORITHMS", "SB3Agent", "SB3AgentConfig", "load_sb3_preset"]
 
@@ -437,7 +437,7 @@ class SB3Agent:
                         overrides: dict[str, Any] | None = None) -> SB3Agent:  # fmt: skip
         """The agent of a checkpoint (``overrides``: agent fields, validated)."""
         cfg = from_mapping(SB3AgentConfig, {**body["agent"], **(overrides or {})}, "agent config")
-        agent = cls(cfg, WorldModelConfig(**body["world_model"]), run_dir, body["seed"])
+        agent = cls(cfg, stored_world_model_config(body["world_model"]), run_dir, body["seed"])
         algo_cls = type(agent.algo)
         env = agent.imag if cfg.imagination else agent.real
         agent.algo = algo_cls.load(io.BytesIO(body["sb3"]), env=env, device="cpu")

@@ -32,7 +32,7 @@ MAX_STEPS = 5_000  # safety bound on the steps of one evaluation episode
 def _load(rd: Path) -> tuple[dict[str, Any], Any, Any]:
     from stable_baselines3 import PPO, SAC
 
-    from mbrl_causal.world_models.config import WorldModelConfig
+    from mbrl_causal.world_models.config import stored_world_model_config
     from mbrl_causal.world_models.model import WorldModel
 
     body = R.read_checkpoint(R.latest_checkpoint(rd))
@@ -40,7 +40,7 @@ def _load(rd: Path) -> tuple[dict[str, Any], Any, Any]:
     algo = cls.load(io.BytesIO(body["sb3"]), device="cpu")
     model = None
     if body.get("world_model_state") is not None:
-        model = WorldModel(WorldModelConfig(**body["world_model"]),
+        model = WorldModel(stored_world_model_config(body["world_model"]),
                            tuple(r.id for r in REGIMES),
                            int(getattr(algo.action_space, "n", 1)),
                            body["algorithm"] == "ppo-imagination")  # fmt: skip

@@ -18,6 +18,7 @@ __all__ = [
     "FitConfig",
     "WorldModelConfig",
     "preset",
+    "stored_world_model_config",
 ]
 
 WORLD_MODELS: tuple[str, ...] = ("spartan", "s2ssm", "dense-transformer", "dense-ssm")
@@ -147,6 +148,12 @@ class WorldModelConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def stored_world_model_config(mapping: dict[str, Any]) -> WorldModelConfig:
+    """The config of a saved model, run or checkpoint; fields added since it was written get
+    the value that reproduces the old behaviour (``sparsity_constraint="total"``)."""
+    return WorldModelConfig(**{"sparsity_constraint": "total", **mapping})
 
 
 @dataclass

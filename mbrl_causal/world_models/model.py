@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mbrl_causal.io import write_atomic
-from mbrl_causal.world_models.config import WorldModelConfig
+from mbrl_causal.world_models.config import WorldModelConfig, stored_world_model_config
 from mbrl_causal.world_models.encoders import MaskedImageVAE, ObjectFeatureEncoder
 from mbrl_causal.world_models.gates import fix_structure, graph_from_paths, path_matrix
 from mbrl_causal.world_models.s2ssm import S2SSMCore
@@ -343,7 +343,7 @@ class WorldModel(nn.Module):
                 f"this mbrl-causal reads version {FORMAT_VERSION}"
             )
         model = cls(
-            WorldModelConfig(**payload["config"]),
+            stored_world_model_config(payload["config"]),
             payload["regime_ids"],
             payload["action_dim"],
             payload["discrete_actions"],

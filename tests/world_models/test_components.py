@@ -674,6 +674,18 @@ def test_save_load_round_trip(name: str, tmp_path) -> None:  # type: ignore[no-u
     assert list(tmp_path.iterdir()) == [tmp_path / "m.pt"]  # no temporary file left
 
 
+def test_files_from_before_per_object_constraints_load_with_the_total_one(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    model = make_model("spartan", seed=4)
+    assert model.config.sparsity_constraint == "per_object"  # today's default
+    path = model.save(tmp_path / "old.pt")
+    payload = torch.load(path, weights_only=True)
+    del payload["config"]["sparsity_constraint"]  # as written before the field existed
+    torch.save(payload, path)
+    loaded = WorldModel.load(path)
+    assert loaded.config.sparsity_constraint == "total"
+    assert isinstance(make_lagrangian(loaded), SparsityLagrangian)
+
+
 def test_dense_graph_threshold_changes_the_graph_and_survives(tmp_path) -> None:  # type: ignore[no-untyped-def]
     model = make_model("dense-transformer").eval()
     batch = make_batch(seed=1)

@@ -39,7 +39,7 @@ from mbrl_causal.agents.dreamer.actor_critic import (
 from mbrl_causal.agents.replay import Replay
 from mbrl_causal.config import from_mapping
 from mbrl_causal.io import write_atomic
-from mbrl_causal.world_models.config import WorldModelConfig
+from mbrl_causal.world_models.config import WorldModelConfig, stored_world_model_config
 from mbrl_causal.world_models.metrics import GraphStats
 from mbrl_causal.world_models.model import WorldModel
 from mbrl_causal.world_models.training import check_finite, feed_lagrangian, make_lagrangian
@@ -488,7 +488,7 @@ class CausalDreamer:
         env_kwargs: dict[str, Any] | None = None,
     ) -> CausalDreamer:
         cfg = AgentConfig(**{**body["config"], **(overrides or {})})
-        agent = cls(cfg.env, WorldModelConfig(**body["world_model_config"]), cfg, run_dir,
+        agent = cls(cfg.env, stored_world_model_config(body["world_model_config"]), cfg, run_dir,
                     body["seed"], env_kwargs=env_kwargs)  # fmt: skip
         agent.model.load_state_dict(body["model"])
         agent.ac.load_full_state(body["ac"])
