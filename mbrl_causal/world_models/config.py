@@ -82,8 +82,9 @@ class WorldModelConfig:
     """``per_object``: one Lagrangian per child object, each on that object's own MSE (its
     lambda prices the paths into it); ``total``: one on the MSE averaged over objects."""
     tau: float | None = None
-    """Constraint level E[MSE] <= tau of the sparsity Lagrangian; None: set automatically to
-    ``tau_factor`` x the moving-average MSE at the end of ``sparsity_warmup``."""
+    """Constraint level E[MSE] <= tau of the sparsity Lagrangian (``per_object``: the same
+    level for each object's own MSE); None: set automatically to ``tau_factor`` x the
+    moving-average MSE (per object) at the end of ``sparsity_warmup``."""
     tau_factor: float = 1.1
     """Slack over the warm-up MSE when ``tau`` is automatic."""
     sparsity_warmup: int = 300

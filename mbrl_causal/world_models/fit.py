@@ -262,7 +262,8 @@ def _adaptation_windows(
         per_env *= 2
     raise ValueError(
         f"only {len(starts)} of {k} adaptation trajectories of {length} steps could be "
-        f"collected in {REGIMES[rid].name} with {per_env // 2} steps per sub-env"
+        f"collected in {REGIMES[rid].name} with {per_env // 2} steps per sub-env (episodes "
+        "end sooner); lower few_shot_traj_len"
     )
 
 

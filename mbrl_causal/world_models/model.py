@@ -299,7 +299,10 @@ class WorldModel(nn.Module):
         total = c.token_weight * mse + c.reward_weight * reward + c.cont_weight * cont
         weight = torch.as_tensor(sparsity_weight, dtype=into.dtype, device=into.device)
         if weight.ndim and weight.shape != (n,):
-            raise ValueError(f"{weight.shape[0]} sparsity weights for {n} objects")
+            raise ValueError(
+                f"sparsity_weight must be a scalar or {n} values (one per object), got "
+                f"shape {tuple(weight.shape)}"
+            )
         if c.sparse and bool((weight != 0).any()):  # exactly zero weight adds nothing
             total = total + (weight * into).sum()
         if c.obs == "pixels":

@@ -24,7 +24,7 @@ so that figure is the loss the model reaches with a free graph: the dense refere
 ``lambda_i``, the price of the paths *into* i, and its own constraint
 ``E[MSE_i] <= tau_i`` on its own next-step error. With a single constraint on the MSE
 averaged over objects, an edge that matters for one object only in rare events (a paddle
-hit moves the ball on ~5 % of the steps) changes the average by less than the slack
+hit or a point changes the ball on ~3 % of the steps) changes the average by less than the slack
 ``tau_factor`` and is pruned; measured on the ball's own error it is not.
 """
 
@@ -179,7 +179,8 @@ class ObjectLagrangians:
         return [p.tau for p in self.parts] if self.parts else None
 
     def summary(self) -> dict[str, float]:
-        """Logged figures: lambda and tau averaged over objects (0 while unset)."""
+        """Logged figures: lambda and tau, arithmetic means over the objects (so the mean
+        lambda mostly shows the largest one); 0 while unset."""
         if not self.parts:
             return {"causal/lambda": self._template.value, "causal/tau": 0.0}
         n = len(self.parts)
@@ -191,6 +192,8 @@ class ObjectLagrangians:
     def update(self, mse: Sequence[float]) -> list[float]:
         """Feed this step's per-object MSEs; returns the lambdas for the next step."""
         values = [float(m) for m in mse]
+        if not all(math.isfinite(v) for v in values):  # refuse before any part moves
+            raise ValueError(f"the per-object MSEs fed to the Lagrangian are {values}")
         self._size(len(values))
         return [p.update(m) for p, m in zip(self.parts, values, strict=True)]
 

@@ -27,6 +27,7 @@ from mbrl_causal.agents.train import FIXED_ON_RESUME, TrainRequest, _new_run
 from mbrl_causal.cli import main
 from mbrl_causal.config import from_mapping
 from mbrl_causal.world_models.config import WorldModelConfig
+from mbrl_causal.world_models.sparsity import SparsityLagrangian
 from mbrl_causal.world_models.training import NonFiniteLoss
 
 NAMESPACES = {"rollout", "world_model", "causal", "actor_critic", "adaptation", "time"}
@@ -372,6 +373,27 @@ def test_bad_checkpoint_is_a_clear_error(
     line = _one_line_error(capsys.readouterr().err)
     assert needle in line
     assert _snapshot(run_dir) == before
+
+
+def test_checkpoint_from_before_per_object_constraints_resumes(
+    debug_run: Path, tmp_path: Path
+) -> None:
+    """A run saved before ``sparsity_constraint`` existed: one Lagrangian on the total MSE,
+    no such key in the stored config. It resumes with that Lagrangian."""
+    run_dir = _copy(debug_run, tmp_path / "run")
+    path = R.latest_checkpoint(run_dir)
+    body = torch.load(path, map_location="cpu", weights_only=False)
+    assert body["world_model_config"].pop("sparsity_constraint") == "per_object"
+    old = body["lagrangian"]["objects"][0]  # the scalar state has the same keys
+    body["lagrangian"] = dict(old)
+    torch.save(body, path)
+    agent = CausalDreamer.resume(run_dir)
+    assert agent.wm_config.sparsity_constraint == "total"
+    assert isinstance(agent.lagrangian, SparsityLagrangian)
+    assert agent.lagrangian.state_dict() == old
+    steps = agent.steps
+    agent.learn(steps + 200)
+    assert agent.steps >= steps + 200 and agent.lagrangian.updates > old["updates"]
 
 
 def test_resume_applies_and_reports_overrides(

@@ -350,10 +350,16 @@ def test_lagrangian_rejects_bad_input() -> None:
         SparsityLagrangian(lambda_init=1e-9, lambda_min=1e-7)
 
 
-def _train_edges(tau: float) -> tuple[float, list[float], SparsityLagrangian]:
-    """Train a tiny SPARTAN 40 steps; return eval edges per transition and lambdas."""
+def _train_edges(
+    tau: float, per_object: bool = False
+) -> tuple[float, list[float], SparsityLagrangian]:
+    """Train a tiny SPARTAN 40 steps; return eval edges per transition and lambdas (with
+    per-object constraints: the largest lambda of each step, and object 0's Lagrangian)."""
     model = make_model("spartan")
-    lag = SparsityLagrangian(tau=tau, warmup=5, lambda_init=1e-2, lambda_max=1.0, lr=0.5)
+    kwargs = {"tau": tau, "warmup": 5, "lambda_init": 1e-2, "lambda_max": 1.0, "lr": 0.5}
+    lag: SparsityLagrangian | ObjectLagrangians = (
+        ObjectLagrangians(**kwargs) if per_object else SparsityLagrangian(**kwargs)
+    )
     data_gen = torch.Generator().manual_seed(0)
     lambdas: list[float] = []
 
@@ -361,23 +367,28 @@ def _train_edges(tau: float) -> tuple[float, list[float], SparsityLagrangian]:
         return make_batch(4, 6, seed=int(torch.randint(0, 10_000, (1,), generator=data_gen)))
 
     train(model, sample, 40, lr=3e-2, seed=0, lagrangian=lag, log_every=100,
-          on_step=lambda step, figures: lambdas.append(lag.value))  # fmt: skip
+          on_step=lambda step, figures: lambdas.append(_largest(lag.value)))  # fmt: skip
     model.eval()
     batch = make_batch(4, 6, seed=123)
     with torch.no_grad():
         out = model(batch.obs[:, :-1], batch.actions, batch.regimes)
     edges = float(out.graph[..., graph_off_diagonal()].float().sum(-1).mean())
-    return edges, lambdas, lag
+    return edges, lambdas, lag.parts[0] if isinstance(lag, ObjectLagrangians) else lag
 
 
-def test_training_with_unreachable_tau_keeps_the_graph() -> None:
-    edges, lambdas, lag = _train_edges(tau=1e-12)
+def _largest(value: float | list[float]) -> float:
+    return max(value) if isinstance(value, list) else value
+
+
+@pytest.mark.parametrize("per_object", [False, True])
+def test_training_with_unreachable_tau_keeps_the_graph(per_object: bool) -> None:
+    edges, lambdas, lag = _train_edges(tau=1e-12, per_object=per_object)
     assert max(lambdas) <= lag.lambda_init
     assert math.isclose(lambdas[-1], lag.lambda_min)
     assert edges > 0.75 * graph_off_diagonal().sum()  # no collapse: the graph stays open
     # the same run with a reachable constraint prices paths up and empties most of it,
     # so the check above can fail
-    reachable, lambdas_up, _ = _train_edges(tau=1e3)
+    reachable, lambdas_up, _ = _train_edges(tau=1e3, per_object=per_object)
     assert lambdas_up[-1] == 1.0
     assert reachable < edges / 2
 
@@ -400,7 +411,7 @@ def test_per_object_weights_price_the_paths_into_each_object() -> None:
     # all-zero per-object weights add exactly nothing, as the scalar 0 does
     terms2, _ = model.loss(batch, [0.0] * N_OBJECTS, torch.Generator().manual_seed(1))
     assert torch.equal(terms2.total, terms0.total)
-    with pytest.raises(ValueError, match="sparsity weights for"):
+    with pytest.raises(ValueError, match="a scalar or 4 values"):
         model.loss(batch, [0.1] * (N_OBJECTS + 1))
 
 
@@ -413,9 +424,15 @@ def test_object_lagrangians_move_each_lambda_on_its_own_mse() -> None:
     assert lag.summary()["causal/lambda"] == pytest.approx((up + down) / 2)
     with pytest.raises(ValueError, match="2 objects, got 3"):
         lag.update([0.1, 0.1, 0.1])
-    copy = ObjectLagrangians(tau=1.0, warmup=0, lambda_init=0.01, lambda_min=1e-4, lr=0.5)
+    copy = ObjectLagrangians(tau=1.0, warmup=0, lambda_init=0.01, lambda_min=1e-4, lr=0.5, ema=0.0)
     copy.load_state_dict(lag.state_dict())
-    assert copy.value == lag.value and copy.update([0.5, 1.5]) == lag.update([0.5, 1.5])
+    assert copy.value == lag.value
+    for mse in ([0.9, 0.2], [2.5, 0.7], [0.1, 0.1]):  # inputs that move both lambdas
+        assert copy.update(mse) == lag.update(mse)
+    before = lag.state_dict()
+    with pytest.raises(ValueError, match="per-object MSEs"):
+        lag.update([0.5, float("nan")])
+    assert lag.state_dict() == before  # a refused update leaves no trace
     # a checkpoint of the other kind is refused by name, both ways
     with pytest.raises(ValueError, match="sparsity_constraint='total'"):
         copy.load_state_dict(SparsityLagrangian(tau=1.0).state_dict())

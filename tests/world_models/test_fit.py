@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -103,3 +104,42 @@ def test_fit_bad_input_writes_nothing(
     assert main(["fit", "--preset", "debug", "--out", str(out), *args]) == 2
     assert not out.exists()
     assert args[1] in capsys.readouterr().err
+
+
+def _debug_run(tmp_path: Path) -> Any:
+    from mbrl_causal.world_models.config import FitConfig, WorldModelConfig, preset
+    from mbrl_causal.world_models.fit import FitRun
+
+    model_over, fit_over = preset("debug")
+    return FitRun(WorldModelConfig(**model_over), FitConfig(**fit_over), 0, tmp_path, False)
+
+
+def test_few_shot_windows_double_the_budget_until_k_rows_have_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mbrl_causal.world_models import fit as fit_mod
+
+    budgets: list[int] = []
+    real_collect, real_windows = fit_mod.collect, fit_mod._one_window_per_row
+
+    def counting_collect(*args: Any) -> Any:
+        budgets.append(args[2])
+        return real_collect(*args)
+
+    def short_first(data: Any, length: int) -> Any:  # as if episodes ended early once
+        starts = real_windows(data, length)
+        return starts[:1] if len(budgets) == 1 else starts
+
+    monkeypatch.setattr(fit_mod, "collect", counting_collect)
+    monkeypatch.setattr(fit_mod, "_one_window_per_row", short_first)
+    run = _debug_run(tmp_path)
+    _, starts = fit_mod._adaptation_windows(run, "InterventionalPong-v0", 7, 3, 16)
+    assert budgets == [3 * (16 + 40), 3 * 2 * (16 + 40)]  # doubled once, then enough
+    assert len(starts) == 3 and len(set(starts[:, 0].tolist())) == 3  # one per sub-env
+
+
+def test_few_shot_windows_longer_than_any_episode_fail_clearly(tmp_path: Path) -> None:
+    from mbrl_causal.world_models.fit import _adaptation_windows
+
+    with pytest.raises(ValueError, match="only 0 of 1 adaptation trajectories of 1200 steps"):
+        _adaptation_windows(_debug_run(tmp_path), "InterventionalPong-v0", 7, 1, 1200, tries=2)

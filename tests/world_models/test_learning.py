@@ -86,7 +86,8 @@ def synthetic_batch(rng: np.random.Generator, b: int = BATCH, t: int = SEQ) -> S
 
 TINY = {"d_model": 32, "n_layers": 2, "n_heads": 2, "mlp_hidden": 64, "d_state": 4,
         "ssm_backend": "torch"}  # fmt: skip
-# The sparse models' Lagrangian: sparsity from the first step, lambda kept in
+# The sparse models' Lagrangian (per object: the levels below hold for each object's own
+# MSE): sparsity from the first step, lambda kept in
 # [2e-4, 0.03] (a floor so that one noisy MSE spike cannot halve it down to nothing),
 # tau well under the error of a missing true edge (~1e-2) and well over the error the
 # true graph reaches (~1e-4); a high gate temperature keeps the straight-through
