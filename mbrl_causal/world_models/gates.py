@@ -61,6 +61,10 @@ class HardGate(nn.Module):
         The soft clip keeps every gate within reach of the logistic noise: a gate whose
         logit ran off to -50 would get no straight-through gradient and stay closed even
         after lambda falls (a collapsed graph that cannot recover).
+
+        Known limitation (measured, README "World-model results"): q and k are unbounded,
+        so ``raw`` can grow far past the bound (+-30 to +-160 after long training), where
+        the tanh passes no gradient and the gate is frozen open or closed.
         """
         raw = (self.q(x) @ self.k(x).transpose(-1, -2)) * self.scale + self.bias
         return LOGIT_BOUND * torch.tanh(raw / LOGIT_BOUND)
