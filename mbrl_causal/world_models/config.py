@@ -78,6 +78,10 @@ class WorldModelConfig:
     """Initial gate logit bias: positive starts the graph fully open (logit units)."""
     gate_temperature: float = 2.0
     """Temperature of the binary Gumbel (logistic-noise) relaxation of the gates."""
+    gate_logit_weight: float = 0.0
+    """Weight of the penalty ``mean(relu(|raw| - 6)**2)`` on the gates' raw logits (summed
+    over layers): keeps them inside the +-6 soft clip, where the gates still get gradients
+    (0: off; see HardGate.logits)."""
     sparsity_constraint: str = "per_object"
     """``per_object``: one Lagrangian per child object, each on that object's own MSE (its
     lambda prices the paths into it); ``total``: one on the MSE averaged over objects."""
@@ -126,7 +130,14 @@ class WorldModelConfig:
             "lambda_lr",
         ):
             _positive(k, getattr(self, k))
-        for k in ("kl_weight", "recon_weight", "reward_weight", "cont_weight", "sparsity_warmup"):
+        for k in (
+            "kl_weight",
+            "recon_weight",
+            "gate_logit_weight",
+            "reward_weight",
+            "cont_weight",
+            "sparsity_warmup",
+        ):
             _positive(k, getattr(self, k), allow_zero=True)
         if self.tau is not None:
             _positive("tau", self.tau, allow_zero=True)

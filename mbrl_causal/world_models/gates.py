@@ -54,6 +54,7 @@ class HardGate(nn.Module):
         self.bias = nn.Parameter(torch.tensor(float(bias_init)))
         self.scale = 1.0 / math.sqrt(d_gate)
         self.temperature = temperature
+        self.excess: torch.Tensor | None = None
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Gate logits (..., M, M) from tokens x (..., M, d), soft-clipped to +-LOGIT_BOUND.
@@ -62,11 +63,19 @@ class HardGate(nn.Module):
         logit ran off to -50 would get no straight-through gradient and stay closed even
         after lambda falls (a collapsed graph that cannot recover).
 
-        Known limitation (measured, README "World-model results"): q and k are unbounded,
-        so ``raw`` can grow far past the bound (+-30 to +-160 after long training), where
-        the tanh passes no gradient and the gate is frozen open or closed.
+        q and k are unbounded, so without a counterweight ``raw`` grows far past the bound
+        (measured: +-30 to +-160 after long training, README "World-model results"), where
+        the tanh passes no gradient and the gate is frozen open or closed. In training
+        (with gradients on) the call therefore stores ``self.excess``, the mean of
+        ``relu(|raw| - LOGIT_BOUND)**2`` over the entries, which the world model's loss
+        adds with weight ``gate_logit_weight``; it is zero while every raw logit is within
+        the bound, so it changes nothing there.
         """
         raw = (self.q(x) @ self.k(x).transpose(-1, -2)) * self.scale + self.bias
+        if self.training and torch.is_grad_enabled():
+            self.excess = F.relu(raw.abs() - LOGIT_BOUND).square().mean()
+        else:
+            self.excess = None
         return LOGIT_BOUND * torch.tanh(raw / LOGIT_BOUND)
 
     def forward(

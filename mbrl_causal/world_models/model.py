@@ -33,7 +33,7 @@ from torch import nn
 from mbrl_causal.io import write_atomic
 from mbrl_causal.world_models.config import WorldModelConfig, stored_world_model_config
 from mbrl_causal.world_models.encoders import MaskedImageVAE, ObjectFeatureEncoder
-from mbrl_causal.world_models.gates import fix_structure, graph_from_paths, path_matrix
+from mbrl_causal.world_models.gates import HardGate, fix_structure, graph_from_paths, path_matrix
 from mbrl_causal.world_models.s2ssm import S2SSMCore
 from mbrl_causal.world_models.spartan import MLP, CoreOutput, SpartanCore
 
@@ -91,6 +91,7 @@ class LossTerms(NamedTuple):
     recon: torch.Tensor  # pixels: reconstruction error per object image
     kl: torch.Tensor  # pixels: KL per object
     mse_objects: torch.Tensor  # (N,) next-latent MSE of each object (no gradient)
+    gate_excess: torch.Tensor  # gates' raw-logit excess over the soft clip (HardGate.logits)
 
 
 class WorldModel(nn.Module):
@@ -305,9 +306,17 @@ class WorldModel(nn.Module):
             )
         if c.sparse and bool((weight != 0).any()):  # exactly zero weight adds nothing
             total = total + (weight * into).sum()
+        gate_excess = mse.new_zeros(())
+        for g in self.modules():
+            if isinstance(g, HardGate) and g.excess is not None:
+                gate_excess = gate_excess + g.excess
+        if c.gate_logit_weight > 0:
+            total = total + c.gate_logit_weight * gate_excess
         if c.obs == "pixels":
             total = total + c.recon_weight * enc.recon + c.kl_weight * enc.kl
-        terms = LossTerms(total, mse, reward, cont, sparsity, enc.recon, enc.kl, mse_objects)
+        terms = LossTerms(
+            total, mse, reward, cont, sparsity, enc.recon, enc.kl, mse_objects, gate_excess
+        )
         return terms, out
 
     # ------------------------------------------------------------------ persistence

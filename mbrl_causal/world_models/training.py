@@ -13,6 +13,8 @@ data. TensorBoard keys (all means over the logged step's batch):
 - ``causal/lambda`` (price of one path), ``causal/tau`` (MSE constraint level); with
   per-object constraints both are means over the child objects;
   ``causal/paths`` (paths per transition in the object rows of the path matrix),
+  ``causal/gate_excess`` (mean of relu(|raw logit| - 6)^2 over gate entries, summed over
+  layers, logit units squared: how far the gates ran past their soft clip),
   ``causal/edges`` and ``causal/shd`` (predicted edges and SHD per transition against the
   env's local graphs, gates sampled as in training);
 - ``time/steps_per_s``: gradient steps per second of wall time.
@@ -155,6 +157,7 @@ def _figures(
         "world_model/kl": float(terms.kl),
         **lag.summary(),
         "causal/paths": float(terms.sparsity),
+        "causal/gate_excess": float(terms.gate_excess),
         "causal/edges": g["edges"],
         "causal/shd": g["shd"],
         "time/steps_per_s": rate,

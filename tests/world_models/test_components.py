@@ -267,6 +267,71 @@ def test_hard_gate_extreme_bias() -> None:
     assert 0.0 <= off.mean() < 0.03
 
 
+def test_hard_gate_records_the_raw_logit_excess_in_training_only() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(8, M_TOKENS, 16)
+    gate = HardGate(16, 8, bias_init=20.0).train()
+    gate.logits(x)
+    with torch.no_grad():
+        raw = (gate.q(x) @ gate.k(x).transpose(-1, -2)) * gate.scale + gate.bias
+    assert raw.min() > LOGIT_BOUND  # every entry is past the clip
+    assert gate.excess is not None
+    torch.testing.assert_close(gate.excess, (raw - LOGIT_BOUND).square().mean())
+    gate.excess.backward()
+    assert gate.bias.grad > 0  # descent pulls the raw logits back towards the clip
+    inside = HardGate(16, 8, bias_init=0.0).train()
+    inside.logits(x * 0.1)
+    assert inside.excess is not None and inside.excess == 0  # nothing to correct
+    gate.eval().logits(x)
+    assert gate.excess is None  # evaluation and imagination keep no graph
+    gate.train()
+    with torch.no_grad():
+        gate.logits(x)
+    assert gate.excess is None
+
+
+def test_gate_logit_weight_adds_the_penalty_and_unfreezes_saturated_gates() -> None:
+    """A gate pushed far past the soft clip gets almost no gradient from the model's
+    terms (the tanh is flat); the penalty gives it one back, and a few steps bring the
+    raw logits towards the clip. Weight 0 adds exactly nothing."""
+    batch, gen = make_batch(), 5
+
+    def saturated(weight: float) -> WorldModel:
+        model = make_model("spartan", gate_logit_weight=weight).train()
+        with torch.no_grad():
+            for g in gates(model):
+                g.bias.fill_(15.0)
+        return model
+
+    off, on = saturated(0.0), saturated(1.0)
+    t_off, _ = off.loss(batch, 0.0, torch.Generator().manual_seed(gen))
+    t_on, _ = on.loss(batch, 0.0, torch.Generator().manual_seed(gen))
+    assert t_off.gate_excess > 10 and torch.equal(t_on.gate_excess, t_off.gate_excess)
+    base = t_off.mse + t_off.reward + t_off.cont
+    assert torch.equal(t_off.total, base)
+    torch.testing.assert_close(t_on.total, base + t_on.gate_excess)
+    for model, terms in ((off, t_off), (on, t_on)):
+        model.zero_grad()
+        terms.total.backward()
+    for g_off, g_on in zip(gates(off), gates(on), strict=True):
+        assert g_on.bias.grad > 100 * g_off.bias.grad.abs()
+
+    def excess_after_steps(model: WorldModel) -> float:
+        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+        for i in range(80):
+            terms, _ = model.loss(batch, 0.0, torch.Generator().manual_seed(i))
+            opt.zero_grad()
+            terms.total.backward()
+            opt.step()
+        return float(
+            model.loss(batch, 0.0, torch.Generator().manual_seed(0))[0].gate_excess.detach()
+        )
+
+    start = float(t_off.gate_excess.detach())
+    assert excess_after_steps(on) < 0.05 * start
+    assert excess_after_steps(off) > 0.9 * start  # frozen: the model's terms cannot move it
+
+
 # ----------------------------------------------------------------------------- 4. Lagrangian
 def test_lagrangian_is_zero_during_warmup() -> None:
     lag = SparsityLagrangian(tau=1.0, warmup=5, lambda_init=0.01, lr=0.1)
@@ -751,6 +816,8 @@ def test_config_validation() -> None:
         WorldModelConfig(d_model=0)
     with pytest.raises(ValueError, match="mse_ema"):
         WorldModelConfig(mse_ema=1.0)
+    with pytest.raises(ValueError, match="gate_logit_weight"):
+        WorldModelConfig(gate_logit_weight=-1.0)
     with pytest.raises(ValueError, match="random_fraction"):
         FitConfig(random_fraction=2)
     with pytest.raises(ValueError, match="few_shot_ks"):

@@ -337,6 +337,7 @@ class CausalDreamer:
             "world_model/cont_bce": float(terms.cont),
             "world_model/recon": float(terms.recon), "world_model/kl": float(terms.kl),
             **self.lagrangian.summary(), "causal/paths": float(terms.sparsity),
+            "causal/gate_excess": float(terms.gate_excess),
             "causal/edges": g["edges"], "causal/shd": g["shd"],
             **{f"actor_critic/{k}": v for k, v in ac._asdict().items()},
             "time/update_s": time.perf_counter() - start,
