@@ -365,8 +365,14 @@ def fit(run: FitRun, env: str | None = None) -> dict[str, Any]:
                 "train_seconds": seconds,
             }
             model.save(run.out / "model.pt", extra={"overall": record["overall"]})
-            record["few_shot"] = _few_shot(run, model, env, bar)
-            record["robustness"] = _robustness(run, regimes, bar) if f.robustness else None
+            try:
+                record["few_shot"] = _few_shot(run, model, env, bar)
+                record["robustness"] = _robustness(run, regimes, bar) if f.robustness else None
+            except ValueError as e:  # say what is left in OUT (the trained model, no JSON)
+                raise ValueError(
+                    f"{e}. The trained model is kept in {run.out / 'model.pt'}; "
+                    "fit.json was not written"
+                ) from e
     finally:
         writer.close()
     record["config"] = config

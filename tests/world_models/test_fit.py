@@ -138,6 +138,21 @@ def test_few_shot_windows_double_the_budget_until_k_rows_have_one(
     assert len(starts) == 3 and len(set(starts[:, 0].tolist())) == 3  # one per sub-env
 
 
+def test_fit_failing_after_training_says_what_it_left(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No episode is 1,200 steps long: few-shot fails after the model is trained and
+    saved. The error says so; no fit.json pretends the run finished."""
+    out = tmp_path / "run"
+    args = ["--out", str(out), "--no-progress", "--set", "threads=1"]
+    assert main(["fit", "--preset", "debug", *args, "--set", "few_shot_traj_len=1200"]) == 2
+    err = capsys.readouterr().err
+    assert "adaptation trajectories of 1200 steps" in err
+    assert "model.pt" in err and "fit.json was not written" in err
+    assert (out / "model.pt").is_file() and not (out / "fit.json").exists()
+    WorldModel.load(out / "model.pt")  # complete, loadable
+
+
 def test_few_shot_windows_longer_than_any_episode_fail_clearly(tmp_path: Path) -> None:
     from mbrl_causal.world_models.fit import _adaptation_windows
 
