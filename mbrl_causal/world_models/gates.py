@@ -67,16 +67,23 @@ class HardGate(nn.Module):
         (measured: +-30 to +-160 after long training, README "World-model results"), where
         the tanh passes no gradient and the gate is frozen open or closed. In training
         (with gradients on) the call therefore stores ``self.excess``, the mean of
-        ``relu(|raw| - LOGIT_BOUND)**2`` over the entries, which the world model's loss
-        adds with weight ``gate_logit_weight``; it is zero while every raw logit is within
-        the bound, so it changes nothing there.
+        ``relu(|raw| - LOGIT_BOUND)**2`` over the entries, computed on detached tokens (its
+        gradient reaches q, k and b only), which the world model's loss adds with weight
+        ``gate_logit_weight``; it is zero while every raw logit is within the bound, so it
+        changes nothing there.
         """
-        raw = (self.q(x) @ self.k(x).transpose(-1, -2)) * self.scale + self.bias
+        raw = self._raw(x)
         if self.training and torch.is_grad_enabled():
-            self.excess = F.relu(raw.abs() - LOGIT_BOUND).square().mean()
+            # on detached tokens: the penalty reins in the gate's own weights only and
+            # does not reshape the tokens the dynamics read
+            over = F.relu(self._raw(x.detach()).abs() - LOGIT_BOUND)
+            self.excess = over.square().mean()
         else:
             self.excess = None
         return LOGIT_BOUND * torch.tanh(raw / LOGIT_BOUND)
+
+    def _raw(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.q(x) @ self.k(x).transpose(-1, -2)) * self.scale + self.bias
 
     def forward(
         self, x: torch.Tensor, n_objects: int, generator: torch.Generator | None = None
