@@ -67,17 +67,16 @@ class HardGate(nn.Module):
         (measured: +-30 to +-160 after long training, README "World-model results"), where
         the tanh passes no gradient and the gate is frozen open or closed. In training
         (with gradients on) the call therefore stores ``self.excess``, the mean of
-        ``relu(|raw| - LOGIT_BOUND)**2`` over the entries, computed on detached tokens (its
-        gradient reaches q, k and b only), which the world model's loss adds with weight
-        ``gate_logit_weight``; it is zero while every raw logit is within the bound, so it
-        changes nothing there.
+        ``relu(|raw| - LOGIT_BOUND)**2`` over the entries, which the world model's loss adds
+        with weight ``gate_logit_weight``; it is zero while every raw logit is within the
+        bound, so it changes nothing there. Its gradient reaches the gate's q, k and b and
+        the tokens.
         """
         raw = self._raw(x)
         if self.training and torch.is_grad_enabled():
-            # on detached tokens: the penalty reins in the gate's own weights only and
-            # does not reshape the tokens the dynamics read
-            over = F.relu(self._raw(x.detach()).abs() - LOGIT_BOUND)
-            self.excess = over.square().mean()
+            # on the live tokens: a version on detached tokens (gate weights only) did not
+            # hold the logits (the tokens' scale grew instead; README "World-model results")
+            self.excess = F.relu(raw.abs() - LOGIT_BOUND).square().mean()
         else:
             self.excess = None
         return LOGIT_BOUND * torch.tanh(raw / LOGIT_BOUND)
