@@ -75,7 +75,7 @@ class HardGate(nn.Module):
         raw = self._raw(x)
         if self.training and torch.is_grad_enabled():
             # on the live tokens: a version on detached tokens (gate weights only) did not
-            # hold the logits (the tokens' scale grew instead; README "World-model results")
+            # hold the logits (the excess grew to 75 in fit; README "World-model results")
             self.excess = F.relu(raw.abs() - LOGIT_BOUND).square().mean()
         else:
             self.excess = None
