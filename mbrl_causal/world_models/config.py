@@ -25,6 +25,7 @@ WORLD_MODELS: tuple[str, ...] = ("spartan", "s2ssm", "dense-transformer", "dense
 OBS_SETTINGS: tuple[str, ...] = ("objects", "pixels")
 SSM_BACKENDS: tuple[str, ...] = ("auto", "torch", "mamba_ssm")
 SPARSITY_CONSTRAINTS: tuple[str, ...] = ("per_object", "total")
+GATE_ACTION_KEYS: tuple[str, ...] = ("value", "type")
 PRESETS: tuple[str, ...] = ("default", "debug")
 
 
@@ -78,6 +79,10 @@ class WorldModelConfig:
     """Initial gate logit bias: positive starts the graph fully open (logit units)."""
     gate_temperature: float = 2.0
     """Temperature of the binary Gumbel (logistic-noise) relaxation of the gates."""
+    gate_action_key: str = "value"
+    """Key of the action token in the gates: ``value`` (computed from the token, like
+    every parent) or ``type`` (a learned vector: the gates of ``action -> object`` read
+    the child's state, not the action's value; see HardGate)."""
     gate_logit_weight: float = 0.0
     """Weight of the penalty ``mean(relu(|raw| - 6)**2)`` on the gates' raw logits (summed
     over layers): keeps them inside the +-6 soft clip, where the gates still get gradients
@@ -113,6 +118,7 @@ class WorldModelConfig:
         _one_of("obs", self.obs, OBS_SETTINGS)
         _one_of("ssm_backend", self.ssm_backend, SSM_BACKENDS)
         _one_of("sparsity_constraint", self.sparsity_constraint, SPARSITY_CONSTRAINTS)
+        _one_of("gate_action_key", self.gate_action_key, GATE_ACTION_KEYS)
         for k in (
             "d_model",
             "n_layers",

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mbrl_causal.world_models.config import GATE_ACTION_KEYS
+
 __all__ = ["LOGIT_BOUND", "GatedAttention", "HardGate", "graph_from_paths", "path_matrix"]
 
 LOGIT_BOUND = 6.0  # gate logits are soft-clipped to +-6 (see HardGate.logits)
@@ -40,23 +42,40 @@ class HardGate(nn.Module):
     Args:
         d_model: Token width.
         d_gate: Width of the gate's own query/key projections.
-        n_objects: Number of object tokens (the rest are exogenous, see module doc).
         bias_init: Initial bias b (positive: the graph starts open).
         temperature: Relaxation temperature.
+        action_key: ``value``: the key of the action token is computed from the token, as
+            for every other parent; ``type``: from a learned vector instead, so the gates
+            of the edges ``action -> object`` read the child's state but not the action's
+            value. A gate that reads the value can close for "no move" and so pass the
+            action's information through the gate pattern itself, hiding an edge that is
+            true on every step (README "World-model results").
     """
 
     def __init__(
-        self, d_model: int, d_gate: int, bias_init: float = 3.0, temperature: float = 1.0
+        self,
+        d_model: int,
+        d_gate: int,
+        bias_init: float = 3.0,
+        temperature: float = 1.0,
+        action_key: str = "value",
     ) -> None:
         super().__init__()
+        if action_key not in GATE_ACTION_KEYS:
+            raise ValueError(
+                f"gate_action_key must be one of {GATE_ACTION_KEYS}, got {action_key!r}"
+            )
         self.q = nn.Linear(d_model, d_gate)
         self.k = nn.Linear(d_model, d_gate)
         self.bias = nn.Parameter(torch.tensor(float(bias_init)))
+        self.action_key: nn.Parameter | None = (
+            nn.Parameter(torch.randn(d_model)) if action_key == "type" else None
+        )
         self.scale = 1.0 / math.sqrt(d_gate)
         self.temperature = temperature
         self.excess: torch.Tensor | None = None
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
+    def logits(self, x: torch.Tensor, n_objects: int | None = None) -> torch.Tensor:
         """Gate logits (..., M, M) from tokens x (..., M, d), soft-clipped to +-LOGIT_BOUND.
 
         The soft clip keeps every gate within reach of the logistic noise: a gate whose
@@ -72,7 +91,7 @@ class HardGate(nn.Module):
         bound, so it changes nothing there. Its gradient reaches the gate's q, k and b and
         the tokens.
         """
-        raw = self._raw(x)
+        raw = self._raw(x, n_objects)
         if self.training and torch.is_grad_enabled():
             # on the live tokens: a version on detached tokens (gate weights only) did not
             # hold the logits (the excess grew to 75 in fit; README "World-model results")
@@ -81,14 +100,20 @@ class HardGate(nn.Module):
             self.excess = None
         return LOGIT_BOUND * torch.tanh(raw / LOGIT_BOUND)
 
-    def _raw(self, x: torch.Tensor) -> torch.Tensor:
-        return (self.q(x) @ self.k(x).transpose(-1, -2)) * self.scale + self.bias
+    def _raw(self, x: torch.Tensor, n_objects: int | None) -> torch.Tensor:
+        k = self.k(x)
+        if self.action_key is not None:
+            if n_objects is None:
+                raise ValueError("a gate with action_key='type' needs n_objects")
+            ka = self.k(self.action_key).expand(*k.shape[:-2], 1, k.shape[-1])
+            k = torch.cat([k[..., :n_objects, :], ka, k[..., n_objects + 1 :, :]], -2)
+        return (self.q(x) @ k.transpose(-1, -2)) * self.scale + self.bias
 
     def forward(
         self, x: torch.Tensor, n_objects: int, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """Sampled (training) or thresholded (evaluation) adjacency (..., M, M) in {0, 1}."""
-        logit = self.logits(x)
+        logit = self.logits(x, n_objects)
         if self.training:
             u = torch.rand(logit.shape, generator=generator, device=logit.device)
             u = u.clamp(1e-6, 1 - 1e-6).to(logit.dtype)

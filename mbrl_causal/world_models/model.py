@@ -151,6 +151,7 @@ class WorldModel(nn.Module):
                 c.sparse,
                 c.gate_bias_init,
                 c.gate_temperature,
+                c.gate_action_key,
             )
         else:
             self.core = S2SSMCore(
@@ -165,6 +166,7 @@ class WorldModel(nn.Module):
                 c.sparse,
                 c.gate_bias_init,
                 c.gate_temperature,
+                c.gate_action_key,
             )
         self.out_norm = nn.LayerNorm(d)
         self.out_proj = nn.Linear(d, self.latent_dim)

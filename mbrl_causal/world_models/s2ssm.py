@@ -39,6 +39,8 @@ class S2SSMCore(nn.Module):
         backend: Selective-scan backend (``auto``, ``torch``, ``mamba_ssm``).
         sparse: Hard gates (S2-SSM) or none (dense-ssm).
         bias_init, temperature: Gate initial bias and relaxation temperature.
+        action_key: Key of the action token in the gates (``value`` or ``type``, see
+            :class:`~mbrl_causal.world_models.gates.HardGate`).
     """
 
     def __init__(
@@ -54,6 +56,7 @@ class S2SSMCore(nn.Module):
         sparse: bool = True,
         bias_init: float = 3.0,
         temperature: float = 1.0,
+        action_key: str = "value",
     ) -> None:
         super().__init__()
         self.norms = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(n_layers))
@@ -61,7 +64,7 @@ class S2SSMCore(nn.Module):
             MambaLayer(d_model, d_state, expand, d_conv, backend) for _ in range(n_layers)
         )
         self.mixers = nn.ModuleList(
-            GatedBlock(d_model, n_heads, mlp_hidden, sparse, bias_init, temperature)
+            GatedBlock(d_model, n_heads, mlp_hidden, sparse, bias_init, temperature, action_key)
             for _ in range(n_layers)
         )
 

@@ -60,13 +60,14 @@ class GatedBlock(nn.Module):
         sparse: bool,
         bias_init: float,
         temperature: float,
+        action_key: str = "value",
     ) -> None:
         super().__init__()
         self.norm1, self.norm2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
         self.attn = GatedAttention(d_model, n_heads)
         self.mlp = MLP(d_model, mlp_hidden, d_model)
         self.gate = (
-            HardGate(d_model, max(8, d_model // n_heads), bias_init, temperature)
+            HardGate(d_model, max(8, d_model // n_heads), bias_init, temperature, action_key)
             if sparse
             else None
         )
@@ -96,6 +97,8 @@ class SpartanCore(nn.Module):
         sparse: Hard gates (SPARTAN) or none (dense-transformer).
         bias_init: Initial gate bias.
         temperature: Gate relaxation temperature.
+        action_key: Key of the action token in the gates (``value`` or ``type``, see
+            :class:`~mbrl_causal.world_models.gates.HardGate`).
     """
 
     def __init__(
@@ -107,10 +110,11 @@ class SpartanCore(nn.Module):
         sparse: bool = True,
         bias_init: float = 3.0,
         temperature: float = 1.0,
+        action_key: str = "value",
     ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
-            GatedBlock(d_model, n_heads, mlp_hidden, sparse, bias_init, temperature)
+            GatedBlock(d_model, n_heads, mlp_hidden, sparse, bias_init, temperature, action_key)
             for _ in range(n_layers)
         )
 

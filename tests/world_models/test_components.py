@@ -267,6 +267,48 @@ def test_hard_gate_extreme_bias() -> None:
     assert 0.0 <= off.mean() < 0.03
 
 
+def test_hard_gate_action_key_type_ignores_the_action_value() -> None:
+    """With action_key='type' the gate of action -> object reads the child, not the
+    action's value (so closing it cannot encode the action); with 'value' it does."""
+    torch.manual_seed(0)
+    x = torch.randn(8, M_TOKENS, 16)
+    moved = x.clone()
+    moved[:, N_OBJECTS] = torch.randn(8, 16)  # another action token, same objects
+    action_col = (slice(None), slice(0, N_OBJECTS), N_OBJECTS)
+    by_type = HardGate(16, 8, bias_init=0.0, action_key="type").eval()
+    torch.testing.assert_close(
+        by_type.logits(moved, N_OBJECTS)[action_col], by_type.logits(x, N_OBJECTS)[action_col]
+    )
+    child = x.clone()
+    child[:, 0] = torch.randn(8, 16)  # the child's state still moves its gate
+    assert not torch.allclose(
+        by_type.logits(child, N_OBJECTS)[:, 0, N_OBJECTS],
+        by_type.logits(x, N_OBJECTS)[:, 0, N_OBJECTS],
+    )
+    # every other column is computed as with keys from the tokens
+    by_value = HardGate(16, 8, bias_init=0.0, action_key="value").eval()
+    by_value.load_state_dict({k: v for k, v in by_type.state_dict().items() if k != "action_key"})
+    others = [j for j in range(M_TOKENS) if j != N_OBJECTS]
+    torch.testing.assert_close(
+        by_type.logits(x, N_OBJECTS)[..., others], by_value.logits(x, N_OBJECTS)[..., others]
+    )
+    assert not torch.allclose(
+        by_value.logits(moved, N_OBJECTS)[action_col], by_value.logits(x, N_OBJECTS)[action_col]
+    )
+    # the learned key gets gradients in training
+    by_type.train()(x, N_OBJECTS, torch.Generator().manual_seed(0))[
+        ..., :N_OBJECTS, N_OBJECTS
+    ].sum().backward()
+    assert by_type.action_key is not None and by_type.action_key.grad is not None
+    assert by_type.action_key.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="needs n_objects"):
+        by_type.logits(x)
+    with pytest.raises(ValueError, match=r"gate_action_key must be one of \('value', 'type'\)"):
+        HardGate(16, 8, action_key="action")
+    with pytest.raises(ValueError, match="gate_action_key"):
+        WorldModelConfig(gate_action_key="values")
+
+
 def test_hard_gate_records_the_raw_logit_excess_in_training_only() -> None:
     torch.manual_seed(0)
     x = torch.randn(8, M_TOKENS, 16)
@@ -737,9 +779,12 @@ def test_graph_metrics_shape_mismatch() -> None:
 
 
 # ----------------------------------------------------------------------------- 7. save/load
-@pytest.mark.parametrize("name", WORLD_MODELS)
-def test_save_load_round_trip(name: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    model = make_model(name, seed=3).eval()
+@pytest.mark.parametrize(
+    ("name", "fields"),
+    [(n, {}) for n in WORLD_MODELS] + [(n, {"gate_action_key": "type"}) for n in SPARSE_MODELS],
+)
+def test_save_load_round_trip(name: str, fields: dict, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    model = make_model(name, seed=3, **fields).eval()
     if not model.config.sparse:
         model.graph_threshold.fill_(0.3)
     path = model.save(tmp_path / "m.pt", extra={"mse": 0.5})
