@@ -79,10 +79,11 @@ class WorldModelConfig:
     """Initial gate logit bias: positive starts the graph fully open (logit units)."""
     gate_temperature: float = 2.0
     """Temperature of the binary Gumbel (logistic-noise) relaxation of the gates."""
-    gate_action_key: str = "value"
-    """Key of the action token in the gates: ``value`` (computed from the token, like
-    every parent) or ``type`` (a learned vector: the gates of ``action -> object`` read
-    the child's state, not the action's value; see HardGate)."""
+    gate_action_key: str = "type"
+    """Key of the action token in the gates: ``type`` (a learned vector: the gates of
+    ``action -> object`` read the child's state, not the action's value) or ``value``
+    (computed from the token like every parent; the behaviour before this option, and
+    of saved files without it). See HardGate."""
     gate_logit_weight: float = 0.0
     """Weight of the penalty ``mean(relu(|raw| - 6)**2)`` on the gates' raw logits (summed
     over layers): keeps them inside the +-6 soft clip, where the gates still get gradients
@@ -170,8 +171,11 @@ class WorldModelConfig:
 
 def stored_world_model_config(mapping: dict[str, Any]) -> WorldModelConfig:
     """The config of a saved model, run or checkpoint; fields added since it was written get
-    the value that reproduces the old behaviour (``sparsity_constraint="total"``)."""
-    return WorldModelConfig(**{"sparsity_constraint": "total", **mapping})
+    the value that reproduces the old behaviour (``sparsity_constraint="total"``,
+    ``gate_action_key="value"``)."""
+    return WorldModelConfig(
+        **{"sparsity_constraint": "total", "gate_action_key": "value", **mapping}
+    )
 
 
 @dataclass

@@ -58,7 +58,7 @@ class HardGate(nn.Module):
         d_gate: int,
         bias_init: float = 3.0,
         temperature: float = 1.0,
-        action_key: str = "value",
+        action_key: str = "type",
     ) -> None:
         super().__init__()
         if action_key not in GATE_ACTION_KEYS:

@@ -56,7 +56,7 @@ class S2SSMCore(nn.Module):
         sparse: bool = True,
         bias_init: float = 3.0,
         temperature: float = 1.0,
-        action_key: str = "value",
+        action_key: str = "type",
     ) -> None:
         super().__init__()
         self.norms = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(n_layers))

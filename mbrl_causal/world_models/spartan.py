@@ -60,7 +60,7 @@ class GatedBlock(nn.Module):
         sparse: bool,
         bias_init: float,
         temperature: float,
-        action_key: str = "value",
+        action_key: str = "type",
     ) -> None:
         super().__init__()
         self.norm1, self.norm2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
@@ -110,7 +110,7 @@ class SpartanCore(nn.Module):
         sparse: bool = True,
         bias_init: float = 3.0,
         temperature: float = 1.0,
-        action_key: str = "value",
+        action_key: str = "type",
     ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(

@@ -224,7 +224,7 @@ def test_hard_gate_eval_is_thresholded_logit() -> None:
     gate = HardGate(16, 8, bias_init=0.0).eval()
     x = torch.randn(8, M_TOKENS, 16)
     a = gate(x, N_OBJECTS)
-    assert torch.equal(a, fix_structure((gate.logits(x) > 0).float(), N_OBJECTS))
+    assert torch.equal(a, fix_structure((gate.logits(x, N_OBJECTS) > 0).float(), N_OBJECTS))
     assert torch.equal(gate(x, N_OBJECTS), a)  # deterministic
     on = a[:, object_off_diagonal()].mean()
     assert 0 < on < 1  # bias 0: a mix of edges, so the threshold is really exercised
@@ -257,7 +257,7 @@ def test_hard_gate_extreme_bias() -> None:
     full = fix_structure(torch.ones(M_TOKENS, M_TOKENS), N_OBJECTS).expand(64, -1, -1)
     eye = torch.eye(M_TOKENS).expand(64, -1, -1)
     opened, closed = HardGate(16, 8, bias_init=1e3), HardGate(16, 8, bias_init=-1e3)
-    assert opened.logits(x).abs().max() <= LOGIT_BOUND
+    assert opened.logits(x, N_OBJECTS).abs().max() <= LOGIT_BOUND
     assert torch.equal(opened.eval()(x, N_OBJECTS).detach(), full)
     assert torch.equal(closed.eval()(x, N_OBJECTS).detach(), eye)
     free = object_off_diagonal()
@@ -312,7 +312,7 @@ def test_hard_gate_action_key_type_ignores_the_action_value() -> None:
 def test_hard_gate_records_the_raw_logit_excess_in_training_only() -> None:
     torch.manual_seed(0)
     x = torch.randn(8, M_TOKENS, 16)
-    gate = HardGate(16, 8, bias_init=20.0).train()
+    gate = HardGate(16, 8, bias_init=20.0, action_key="value").train()
     gate.logits(x)
     with torch.no_grad():
         raw = (gate.q(x) @ gate.k(x).transpose(-1, -2)) * gate.scale + gate.bias
@@ -323,7 +323,7 @@ def test_hard_gate_records_the_raw_logit_excess_in_training_only() -> None:
     assert gate.bias.grad > 0  # descent pulls the raw logits back towards the clip
     assert gate.q.weight.grad.abs().sum() > 0
     inside = HardGate(16, 8, bias_init=0.0).train()
-    inside.logits(x * 0.1)
+    inside.logits(x * 0.1, N_OBJECTS)
     assert inside.excess is not None and inside.excess == 0  # nothing to correct
     gate.eval().logits(x)
     assert gate.excess is None  # evaluation and imagination keep no graph
@@ -813,6 +813,23 @@ def test_files_from_before_per_object_constraints_load_with_the_total_one(tmp_pa
     loaded = WorldModel.load(path)
     assert loaded.config.sparsity_constraint == "total"
     assert isinstance(make_lagrangian(loaded), SparsityLagrangian)
+
+
+@pytest.mark.parametrize("name", SPARSE_MODELS)
+def test_files_from_before_the_action_key_load_with_value_keys(name: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    model = make_model(name, seed=4, gate_action_key="value").eval()
+    assert WorldModelConfig().gate_action_key == "type"  # today's default
+    path = model.save(tmp_path / "old.pt")
+    payload = torch.load(path, weights_only=True)
+    del payload["config"]["gate_action_key"]  # as written before the field existed
+    torch.save(payload, path)
+    loaded = WorldModel.load(path)
+    assert loaded.config.gate_action_key == "value"
+    batch = make_batch(seed=2)
+    with torch.no_grad():
+        a = model(batch.obs[:, :-1], batch.actions, batch.regimes)
+        b = loaded(batch.obs[:, :-1], batch.actions, batch.regimes)
+    assert torch.equal(a.next_latent, b.next_latent) and torch.equal(a.graph, b.graph)
 
 
 def test_dense_graph_threshold_changes_the_graph_and_survives(tmp_path) -> None:  # type: ignore[no-untyped-def]
