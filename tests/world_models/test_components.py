@@ -803,14 +803,19 @@ def test_save_load_round_trip(name: str, fields: dict, tmp_path) -> None:  # typ
     assert list(tmp_path.iterdir()) == [tmp_path / "m.pt"]  # no temporary file left
 
 
+def save_without_field(model: WorldModel, path, field: str):  # type: ignore[no-untyped-def]
+    """Save ``model`` as a file written before the config ``field`` existed."""
+    path = model.save(path)
+    payload = torch.load(path, weights_only=True)
+    del payload["config"][field]
+    torch.save(payload, path)
+    return path
+
+
 def test_files_from_before_per_object_constraints_load_with_the_total_one(tmp_path) -> None:  # type: ignore[no-untyped-def]
     model = make_model("spartan", seed=4)
     assert model.config.sparsity_constraint == "per_object"  # today's default
-    path = model.save(tmp_path / "old.pt")
-    payload = torch.load(path, weights_only=True)
-    del payload["config"]["sparsity_constraint"]  # as written before the field existed
-    torch.save(payload, path)
-    loaded = WorldModel.load(path)
+    loaded = WorldModel.load(save_without_field(model, tmp_path / "old.pt", "sparsity_constraint"))
     assert loaded.config.sparsity_constraint == "total"
     assert isinstance(make_lagrangian(loaded), SparsityLagrangian)
 
@@ -819,11 +824,7 @@ def test_files_from_before_per_object_constraints_load_with_the_total_one(tmp_pa
 def test_files_from_before_the_action_key_load_with_value_keys(name: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
     model = make_model(name, seed=4, gate_action_key="value").eval()
     assert WorldModelConfig().gate_action_key == "type"  # today's default
-    path = model.save(tmp_path / "old.pt")
-    payload = torch.load(path, weights_only=True)
-    del payload["config"]["gate_action_key"]  # as written before the field existed
-    torch.save(payload, path)
-    loaded = WorldModel.load(path)
+    loaded = WorldModel.load(save_without_field(model, tmp_path / "old.pt", "gate_action_key"))
     assert loaded.config.gate_action_key == "value"
     batch = make_batch(seed=2)
     with torch.no_grad():
