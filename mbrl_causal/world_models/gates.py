@@ -78,6 +78,8 @@ class HardGate(nn.Module):
     def logits(self, x: torch.Tensor, n_objects: int | None = None) -> torch.Tensor:
         """Gate logits (..., M, M) from tokens x (..., M, d), soft-clipped to +-LOGIT_BOUND.
 
+        ``n_objects`` (the action token's index) is required with ``action_key='type'``.
+
         The soft clip keeps every gate within reach of the logistic noise: a gate whose
         logit ran off to -50 would get no straight-through gradient and stay closed even
         after lambda falls (a collapsed graph that cannot recover).
