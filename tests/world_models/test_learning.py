@@ -151,7 +151,8 @@ def test_sparse_models_recover_known_graph_dense_do_not(sparse: str, dense: str,
     default): the sparse transformer recovers the graph (SHD <= 0.5, both edges) on 5 of 8
     seeds (0, 3, 4, 5, 6) and the sparse SSM on 3 of 8 (2, 3, 7); the pair bounds below
     hold on 3 of 8 (4, 5, 6) and 2 of 8 (2, 3), because the dense models' best-thresholded
-    attention also matches the graph on some seeds (dense-transformer 0, dense-ssm 7).
+    attention also matches the graph or comes close on some seeds (dense-transformer 0
+    and 3: SHD 0 and 0.46; dense-ssm 7: SHD 0).
     Otherwise the sparse model closes the 0 -> 1 edge for good early in training (MSE
     stays ~1e-2) or keeps a spurious edge it has learned to use. ``action -> 0`` is kept
     on all 16 runs; with value-keyed action gates (before) the gate dropped it for one of
