@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Sample efficiency on InterventionalPong-Neutral-v0 (issue 5): real env steps until the
-# mean return of the last 100 real episodes (rollout/episode_return, logged every
-# log_every steps) first reaches TARGET, for SB3 PPO (model-free), ppo-imagination and
-# the Dreamer agent, all at the quick preset's sizes, seed 0.
+# return first reaches TARGET, for SB3 PPO (model-free), ppo-imagination and the Dreamer
+# agent, all at the quick preset's sizes, seed 0, measured two ways:
+#   steps_to_target       the mean return of the last 100 real training episodes
+#                         (rollout/episode_return, logged every 1000 steps; the stochastic
+#                         policy, lagging it by up to 100 episodes);
+#   eval_steps_to_target  the deterministic policy of the checkpoints (every CKPT_EVERY
+#                         steps, default 5000), EVAL_EPISODES (default 20) episodes each
+#                         (benchmarks/eval_curve.sh; the curve is in <agent>/eval/curve.json).
 #   bash benchmarks/sb3_sample_efficiency.sh [STEPS] [TARGET]   (default 100000, 0.0)
 # The Dreamer agent runs at train ratio 128 (the quick preset's 16 does not learn), with
 # the world model WORLD_MODEL (default spartan; the SB3 agents use their preset's).
@@ -23,7 +28,8 @@ for agent in ppo ppo-imagination dreamer; do
   fi
   $BIN/mbrl-causal train --agent "$agent" --env InterventionalPong-Neutral-v0 --preset quick \
     --steps "$STEPS" --logdir "$OUT/$agent" --no-eval --no-progress --set log_every=1000 \
-    "${extra[@]}"
+    --set checkpoint_every="${CKPT_EVERY:-5000}" --set keep_checkpoints=100000 "${extra[@]}"
+  bash benchmarks/eval_curve.sh "$OUT/$agent" "${EVAL_EPISODES:-20}" neutral "$TARGET" > /dev/null
 done
 $BIN/python - "$OUT" "$TARGET" <<'PY'
 import json, sys, pathlib
@@ -34,11 +40,14 @@ for agent in ("ppo", "ppo-imagination", "dreamer"):
     curve = [(r["step"], r["rollout/episode_return"]) for r in recs
              if r.get("kind") == "scalars" and r.get("rollout/episode_return") is not None]
     hit = [s for s, v in curve if v >= target]
+    ev = json.loads((out / agent / "eval" / "curve.json").read_text())
     result[agent] = {"steps_to_target": hit[0] if hit else None,
+                     "eval_steps_to_target": ev["steps_to_target"],
+                     "eval_curve": [[c["step"], c["return_mean"]] for c in ev["curve"]],
                      "final_return": curve[-1][1] if curve else None,
                      "best_return": max(v for _, v in curve) if curve else None,
                      "curve": curve}
 (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
-print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "curve"} if isinstance(v, dict) else v
+print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk not in ("curve", "eval_curve")} if isinstance(v, dict) else v
                   for k, v in result.items()}, indent=2))
 PY

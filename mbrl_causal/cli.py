@@ -12,6 +12,7 @@ import dataclasses
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
 from mbrl_causal.analysis import command as _sparsity
@@ -127,6 +128,9 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="override the run's adaptation trigger")  # fmt: skip
     p.add_argument("--video", action="store_true", help="also write RUN_DIR/eval/videos/")
     p.add_argument("--seed", type=int, default=10_000, help="seed of the evaluation envs")
+    p.add_argument("--checkpoint", type=int, metavar="STEP",
+                   help="evaluate the checkpoint of env step STEP (default: the latest); "
+                   "results go to RUN_DIR/eval/step_STEP/")  # fmt: skip
     p.add_argument("--json", metavar="FILE", help="also write the results to FILE")
 
     _sparsity.add_parser(sub)  # mbrl-causal sparsity (mbrl_causal.analysis.command)
@@ -327,15 +331,16 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     from rich.markdown import Markdown
 
     from mbrl_causal.agents.evaluate import evaluate_run, summary_markdown
+    from mbrl_causal.agents.run import eval_dir
 
     path = output_file(args.json) if args.json else None
     with Console(stderr=True).status("evaluating"):
         record = evaluate_run(args.run_dir, args.regimes, args.episodes, args.adapt_trigger,
-                              args.video, args.seed)  # fmt: skip
+                              args.video, args.seed, checkpoint=args.checkpoint)  # fmt: skip
     Console().print(Markdown(summary_markdown(record)))
     if path is not None:
         write_json(path, record)
-    print(f"wrote {args.run_dir}/eval/")
+    print(f"wrote {eval_dir(Path(args.run_dir), args.checkpoint)}/")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

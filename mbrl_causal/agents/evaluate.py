@@ -20,10 +20,11 @@ token of one regime never leaks into another):
 - **detection**: the surprise detector's alarms against the switches of the held-out
   streams: ``delay_mean`` (env steps from the switch to the alarm), ``false_alarms``.
 
-Outputs in ``RUN_DIR/eval/``: ``eval.json``, ``summary.md`` (the table),
-``adaptation.png`` (returns per episode after the switch, with the pre-switch level),
-``graphs.png`` (per regime: edge frequencies predicted vs true), and with ``--video``
-``videos/<regime>.mp4`` (the first episode of each regime).
+Outputs in ``RUN_DIR/eval/`` (``RUN_DIR/eval/step_<step>/`` with ``--checkpoint STEP``):
+``eval.json``, ``summary.md`` (the table), ``adaptation.png`` (returns per episode after
+the switch, with the pre-switch level), ``graphs.png`` (per regime: edge frequencies
+predicted vs true), and with ``--video`` ``videos/<regime>.mp4`` (the first episode of
+each regime).
 """
 
 from __future__ import annotations
@@ -86,21 +87,28 @@ def evaluate_run(
     video: bool = False,
     seed: int = 10_000,
     pre_episodes: int = 2,
+    checkpoint: int | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a run's latest checkpoint; writes ``RUN_DIR/eval/`` and returns the record."""
+    """Evaluate a run's checkpoint and return the record.
+
+    ``checkpoint``: the env step of a kept checkpoint (None: the latest). Outputs go to
+    ``RUN_DIR/eval/`` for the latest and to ``RUN_DIR/eval/step_<step>/`` for a given step,
+    so evaluating a run's checkpoints one by one (a learning curve of deterministic
+    returns, ``benchmarks/eval_curve.sh``) keeps every result.
+    """
     rd = Path(run_dir)
     if R.read_config(rd).get("algorithm", "dreamer") != "dreamer":  # an SB3 agent's run
         from mbrl_causal.agents.sb3_evaluate import evaluate_sb3_run
 
-        return evaluate_sb3_run(rd, regimes, episodes, seed)
-    body = R.read_checkpoint(R.latest_checkpoint(rd))
+        return evaluate_sb3_run(rd, regimes, episodes, seed, checkpoint)
+    body = R.read_checkpoint(R.find_checkpoint(rd, checkpoint))
     ids = parse_regimes(regimes)
     if episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {episodes}")
     overrides: dict[str, Any] = {}
     if adapt_trigger is not None:
         overrides["adapt_trigger"] = adapt_trigger
-    out_dir = rd / "eval"
+    out_dir = R.eval_dir(rd, checkpoint)
     out_dir.mkdir(parents=True, exist_ok=True)
     per_regime: dict[str, Any] = {}
     delays: list[int] = []

@@ -25,7 +25,14 @@ import yaml
 
 from mbrl_causal.io import write_atomic
 
-__all__ = ["CHECKPOINT_FORMAT", "RunLogger", "latest_checkpoint", "read_checkpoint"]
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "RunLogger",
+    "eval_dir",
+    "find_checkpoint",
+    "latest_checkpoint",
+    "read_checkpoint",
+]
 
 CHECKPOINT_FORMAT = "mbrl-causal-agent-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -58,6 +65,32 @@ def latest_checkpoint(run_dir: Path) -> Path:
     if not paths:
         raise ValueError(f"{str(run_dir)!r} has no checkpoint in checkpoints/")
     return paths[-1]
+
+
+def checkpoint_step(path: Path) -> int:
+    """Env step of a checkpoint file ``step_<step>.pt``."""
+    return int(path.stem.removeprefix("step_"))
+
+
+def find_checkpoint(run_dir: Path, step: int | None = None) -> Path:
+    """The checkpoint written at env step ``step`` (None: the latest); a step the run does
+    not keep raises ValueError naming the steps it has."""
+    if step is None:
+        return latest_checkpoint(run_dir)
+    paths = checkpoint_paths(run_dir)
+    for path in paths:
+        if checkpoint_step(path) == step:
+            return path
+    have = ", ".join(str(checkpoint_step(p)) for p in paths) or "none"
+    raise ValueError(
+        f"{str(run_dir)!r} has no checkpoint at step {step}; it keeps the steps: {have} "
+        "(keep more with --set keep_checkpoints=N at training time)"
+    )
+
+
+def eval_dir(run_dir: Path, checkpoint: int | None) -> Path:
+    """Where ``evaluate`` writes: ``RUN_DIR/eval/`` (latest) or ``.../eval/step_<step>/``."""
+    return run_dir / "eval" if checkpoint is None else run_dir / "eval" / f"step_{checkpoint}"
 
 
 def save_checkpoint(run_dir: Path, step: int, payload: dict[str, Any], keep: int) -> Path:

@@ -1,12 +1,13 @@
 """``mbrl-causal evaluate RUN_DIR`` for the SB3 agents (``--agent ppo|*-imagination``).
 
 Per regime: ``episodes`` episodes of the real env fixed to it (objects mode), actions
-from the latest checkpoint's SB3 policy (deterministic). ``return_mean``/``return_std``
-over them (points won minus points lost); for the imagination agents ``mse`` is the world
-model's one-step next-observation MSE per object feature over every step (under the
-regime's codebook token) and ``shd`` the differing local-graph entries per step against
-``info["local_graph"]``. The SB3 agents do not adapt: held-out regimes are played
-directly. Writes ``RUN_DIR/eval/eval.json``, ``summary.md`` and ``graphs.png``.
+from the SB3 policy of the latest checkpoint (or of ``--checkpoint STEP``), deterministic.
+``return_mean``/``return_std`` over them (points won minus points lost); for the
+imagination agents ``mse`` is the world model's one-step next-observation MSE per object
+feature over every step (under the regime's codebook token) and ``shd`` the differing
+local-graph entries per step against ``info["local_graph"]``. The SB3 agents do not
+adapt: held-out regimes are played directly. Writes ``RUN_DIR/eval/eval.json``,
+``summary.md`` and ``graphs.png`` (in ``RUN_DIR/eval/step_<step>/`` with ``--checkpoint``).
 """
 
 from __future__ import annotations
@@ -29,13 +30,13 @@ __all__ = ["evaluate_sb3_run", "sb3_summary_markdown"]
 MAX_STEPS = 5_000  # safety bound on the steps of one evaluation episode
 
 
-def _load(rd: Path) -> tuple[dict[str, Any], Any, Any]:
+def _load(rd: Path, checkpoint: int | None = None) -> tuple[dict[str, Any], Any, Any]:
     from stable_baselines3 import PPO, SAC
 
     from mbrl_causal.world_models.config import stored_world_model_config
     from mbrl_causal.world_models.model import WorldModel
 
-    body = R.read_checkpoint(R.latest_checkpoint(rd))
+    body = R.read_checkpoint(R.find_checkpoint(rd, checkpoint))
     cls = SAC if body["algorithm"].startswith("sac") else PPO
     algo = cls.load(io.BytesIO(body["sb3"]), device="cpu")
     model = None
@@ -69,9 +70,16 @@ def _episode(env: Any, algo: Any, model: Any, rid: int, seed: int,
     raise RuntimeError(f"an evaluation episode did not end in {MAX_STEPS} steps")
 
 
-def evaluate_sb3_run(run_dir: str | Path, regimes: str = "all", episodes: int = 5,
-                     seed: int = 10_000) -> dict[str, Any]:  # fmt: skip
-    """Evaluate an SB3 run's latest checkpoint; writes ``RUN_DIR/eval/``."""
+def evaluate_sb3_run(
+    run_dir: str | Path,
+    regimes: str = "all",
+    episodes: int = 5,
+    seed: int = 10_000,
+    checkpoint: int | None = None,
+) -> dict[str, Any]:
+    """Evaluate an SB3 run's checkpoint (the env step of a kept one; None: the latest);
+    writes ``RUN_DIR/eval/`` (``RUN_DIR/eval/step_<step>/`` for a given step)."""
+
     import gymnasium as gym
 
     import mbrl_causal.envs  # noqa: F401
@@ -81,7 +89,7 @@ def evaluate_sb3_run(run_dir: str | Path, regimes: str = "all", episodes: int = 
     if episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {episodes}")
     ids = parse_regimes(regimes)
-    body, algo, model = _load(rd)
+    body, algo, model = _load(rd, checkpoint)
     cfg = body["agent"]
     action_type = "continuous" if body["algorithm"].startswith("sac") else "discrete"
     per_regime: dict[str, Any] = {}
@@ -106,7 +114,7 @@ def evaluate_sb3_run(run_dir: str | Path, regimes: str = "all", episodes: int = 
               "world_model": cfg["world_model"] if model is not None else None,
               "episodes": episodes, "checkpoint_step": body["counters"]["steps"],
               "per_regime": per_regime}  # fmt: skip
-    out_dir = rd / "eval"
+    out_dir = R.eval_dir(rd, checkpoint)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "eval.json", record)
     text = sb3_summary_markdown(record)

@@ -522,6 +522,30 @@ def test_evaluate_writes_documented_record(
         assert (out / png).read_bytes()[:8] == PNG
 
 
+def test_evaluate_an_older_checkpoint(
+    debug_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = _copy(debug_run, tmp_path / "run")
+    steps = [R.checkpoint_step(p) for p in R.checkpoint_paths(run_dir)]
+    assert len(steps) >= 2, steps  # the debug preset keeps two
+    old = steps[0]
+    args = ["evaluate", str(run_dir), "--regimes", "neutral", "--episodes", "1"]
+    latest_place = {k: v for k, v in _snapshot(run_dir).items() if k.startswith("eval/eval.")}
+    assert _cli([*args, "--checkpoint", str(old)]) == 0
+    assert f"wrote {run_dir}/eval/step_{old}/" in capsys.readouterr().out
+    record = json.loads((run_dir / "eval" / f"step_{old}" / "eval.json").read_text())
+    assert record["checkpoint_step"] == old != _latest(run_dir)["counters"]["steps"]
+    assert (run_dir / "eval" / f"step_{old}" / "summary.md").is_file()
+    after = {k: v for k, v in _snapshot(run_dir).items() if k.startswith("eval/eval.")}
+    assert after == latest_place  # the latest checkpoint's results are untouched
+
+    before = _snapshot(run_dir)
+    assert _cli([*args, "--checkpoint", "123"]) == 2
+    line = _one_line_error(capsys.readouterr().err)
+    assert "no checkpoint at step 123" in line and ", ".join(map(str, steps)) in line
+    assert _snapshot(run_dir) == before
+
+
 # ---------------------------------------------------------------------- bad input
 def test_unknown_env_exits_2_and_writes_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]

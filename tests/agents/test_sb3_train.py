@@ -66,6 +66,13 @@ def test_train_then_evaluate(tmp_path: Path, agent: str) -> None:
     assert -5.0 <= neutral["return_mean"] <= 5.0 and len(neutral["returns"]) == 1
     assert (neutral["mse"] is None) == (agent == "ppo")
     assert "WM mse" in (run_dir / "eval" / "summary.md").read_text()
+    if agent == "ppo":  # --checkpoint reaches the SB3 evaluation too
+        first = R.checkpoint_step(R.checkpoint_paths(run_dir)[0])
+        assert first < body["counters"]["steps"]
+        assert _cli(["evaluate", str(run_dir), "--regimes", "neutral", "--episodes", "1",
+                     "--checkpoint", str(first)]) == 0  # fmt: skip
+        old = json.loads((run_dir / "eval" / f"step_{first}" / "eval.json").read_text())
+        assert old["checkpoint_step"] == first and old["algorithm"] == "ppo"
 
 
 def test_resume_of_an_imagination_run(tmp_path: Path) -> None:
