@@ -34,6 +34,7 @@ from mbrl_causal.world_models.model import WorldModel
 from mbrl_causal.world_models.training import (
     _figures,
     check_finite,
+    clip_gradients,
     feed_lagrangian,
     make_lagrangian,
 )
@@ -232,7 +233,7 @@ class WorldModelCallback(BaseCallback):
                 check_finite(terms)
                 self.optimizer.zero_grad(set_to_none=True)
                 terms.total.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip)
+                clip_gradients(model, self.grad_clip, "world-model")
                 self.optimizer.step()
                 if model.config.sparse:
                     feed_lagrangian(self.lagrangian, terms)

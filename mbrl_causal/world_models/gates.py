@@ -30,6 +30,7 @@ from mbrl_causal.world_models.config import GATE_ACTION_KEYS
 __all__ = ["LOGIT_BOUND", "GatedAttention", "HardGate", "graph_from_paths", "path_matrix"]
 
 LOGIT_BOUND = 6.0  # gate logits are soft-clipped to +-6 (see HardGate.logits)
+EXP_CAP = 20.0  # closed edges' scores above the largest kept one enter as at most e^20
 
 
 class HardGate(nn.Module):
@@ -163,9 +164,17 @@ class GatedAttention(nn.Module):
         q, k, v = qkv.unbind(-3)  # (..., M, H, dh)
         q, k, v = (t.transpose(-2, -3) for t in (q, k, v))  # (..., H, M, dh)
         scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.d_head)
-        # masked normaliser: A * exp(s) / sum(A * exp(s)); the diagonal keeps it > 0
-        e = torch.exp(scores - scores.amax(-1, keepdim=True).detach())
-        num = e * adjacency.unsqueeze(-3)
+        # masked normaliser: A * exp(s) / sum(A * exp(s)); the diagonal keeps it > 0.
+        # The shift is the largest *kept* score, so the kept exponentials sum to >= 1: a
+        # shift by the largest score of the row (kept or not) let every kept one underflow
+        # when a closed edge scored ~90 above them, and the normaliser's gradient
+        # (1 / sum^2) overflowed with a finite loss (README "Agent results"). Closed
+        # edges enter at most at exp(EXP_CAP) (they are 0 in the forward pass; only the
+        # straight-through gradient of their gate sees the value), so nothing overflows.
+        a = adjacency.unsqueeze(-3)
+        kept_max = scores.masked_fill(a < 0.5, -torch.inf).amax(-1, keepdim=True).detach()
+        e = torch.exp((scores - kept_max).clamp(max=EXP_CAP))
+        num = e * a
         w = num / num.sum(-1, keepdim=True)
         y = (w @ v).transpose(-2, -3).reshape(*lead, m, d)
         return self.out(y), w.mean(-3)

@@ -41,6 +41,7 @@ Lagrangian = SparsityLagrangian | ObjectLagrangians
 __all__ = [
     "NonFiniteLoss",
     "choose_threshold",
+    "clip_gradients",
     "evaluate",
     "feed_lagrangian",
     "make_lagrangian",
@@ -90,6 +91,28 @@ def check_finite(terms: LossTerms) -> None:
             )
 
 
+def clip_gradients(module: torch.nn.Module, max_norm: float, what: str) -> float:
+    """``clip_grad_norm_`` that refuses a NaN/inf gradient: raises :class:`NonFiniteLoss`
+    naming the first parameter with one, before anything is changed (the caller then skips
+    its optimiser step, so the weights stay as they were).
+
+    Finite loss terms can still give a non-finite gradient (an overflow in the backward
+    pass); clipping would spread it to every parameter (a NaN norm scales every gradient
+    by NaN) and the optimiser step would write NaN into all the weights.
+    """
+    norm = torch.nn.utils.clip_grad_norm_(module.parameters(), max_norm)
+    if torch.isfinite(norm):
+        return float(norm)
+    bad = next((n for n, p in module.named_parameters()
+                if p.grad is not None and not torch.isfinite(p.grad).all()), "?")  # fmt: skip
+    # clip_grad_norm_ has scaled the gradients by NaN: drop them
+    module.zero_grad(set_to_none=True)
+    raise NonFiniteLoss(
+        f"{what} gradient is {float(norm)} (first in {bad!r}) although the loss terms are "
+        "finite; the update was skipped (lower the learning rate or check the data)"
+    )
+
+
 def train(
     model: WorldModel,
     sample: Callable[[], SequenceBatch],
@@ -122,7 +145,7 @@ def train(
         check_finite(terms)
         opt.zero_grad(set_to_none=True)
         terms.total.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        clip_gradients(model, grad_clip, "world-model")
         opt.step()
         sched.step()
         if model.config.sparse:

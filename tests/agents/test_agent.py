@@ -609,6 +609,34 @@ def test_nan_world_model_loss_stops_the_update(debug_run: Path, tmp_path: Path) 
         agent.close()
 
 
+def test_non_finite_gradient_behind_a_finite_loss_stops_the_update(
+    debug_run: Path, tmp_path: Path
+) -> None:
+    """An overflow in the backward pass (finite loss terms, inf gradient) once wrote NaN
+    into every weight through the gradient clipping; the update must be refused instead."""
+    agent = CausalDreamer.resume(_copy(debug_run, tmp_path / "run"))
+    try:
+        head = next(agent.model.reward_head.parameters())
+        hook = head.register_hook(lambda g: torch.full_like(g, math.inf))
+        before, updates = _state(agent), agent.updates
+        opt_before = {k: dict(v) for k, v in agent.wm_opt.state_dict()["state"].items()}
+        with pytest.raises(NonFiniteLoss, match=r"world-model gradient is (inf|nan) "
+                           r"\(first in 'reward_head\.0\.weight'\)"):  # fmt: skip
+            agent._update()
+        hook.remove()
+        assert agent.updates == updates
+        after = _state(agent)
+        for k, v in before.items():
+            torch.testing.assert_close(after[k], v, rtol=0, atol=0, msg=k)
+        opt_after = agent.wm_opt.state_dict()["state"]
+        for k, v in opt_before.items():
+            assert torch.equal(opt_after[k]["step"], v["step"])
+        agent._update()  # the next update goes through and keeps the weights finite
+        assert all(torch.isfinite(v).all() for v in _state(agent).values())
+    finally:
+        agent.close()
+
+
 def test_nan_loss_message_names_the_offending_term(debug_run: Path, tmp_path: Path) -> None:
     """A NaN reward head makes the 'reward' term NaN; the message should say so, not just
     'total' (which is NaN whenever any term is)."""

@@ -538,6 +538,19 @@ def test_actor_critic_update_refuses_nan_critic_term_before_any_step() -> None:
     assert_unchanged(ac, before)  # the actor's (finite) step is not taken either
 
 
+@pytest.mark.parametrize("part", ["actor", "critic"])
+def test_actor_critic_update_refuses_a_non_finite_gradient(part: str) -> None:
+    model, ac, latents, tokens = actor_critic_setup()
+    before, norm = snapshot(ac), dict(ac.normalizer.state_dict())
+    param = next(getattr(ac, part).parameters())
+    hook = param.register_hook(lambda g: torch.full_like(g, math.inf))
+    with pytest.raises(FloatingPointError, match=rf"{part} gradient is (inf|nan)"):
+        ac.update(model, latents, tokens, torch.Generator().manual_seed(1))
+    hook.remove()
+    assert_unchanged(ac, before)
+    assert ac.normalizer.state_dict() == norm
+
+
 def test_actor_critic_refused_update_leaves_the_return_normalizer_intact() -> None:
     """A refused update must not feed its NaN returns to the return normaliser: its EMA
     would stay NaN for good and ``scale`` (max(1, nan) = 1) would silently stop

@@ -20,6 +20,7 @@ from mbrl_causal.world_models.adaptation import fit_regime_token
 from mbrl_causal.world_models.encoders import masked_images
 from mbrl_causal.world_models.gates import (
     LOGIT_BOUND,
+    GatedAttention,
     HardGate,
     fix_structure,
     graph_from_paths,
@@ -34,7 +35,7 @@ from mbrl_causal.world_models.ssm import (
     mamba_ssm_available,
     selective_scan,
 )
-from mbrl_causal.world_models.training import make_lagrangian, train
+from mbrl_causal.world_models.training import NonFiniteLoss, clip_gradients, make_lagrangian, train
 
 N_OBJECTS = 4
 M_TOKENS = N_OBJECTS + 2  # objects, action, regime
@@ -374,6 +375,71 @@ def test_gate_logit_weight_adds_the_penalty_and_unfreezes_saturated_gates() -> N
     start = float(t_off.gate_excess.detach())
     assert excess_after_steps(on) < 0.01 * start
     assert excess_after_steps(off) > start  # unchecked, q.k runs further away
+
+
+def _identity_attention(d: int) -> GatedAttention:
+    """One head with q = k = v = x and an identity output: scores are x_i . x_j / sqrt(d)."""
+    attn = GatedAttention(d, 1)
+    with torch.no_grad():
+        attn.qkv.weight.copy_(torch.cat([torch.eye(d)] * 3))
+        attn.qkv.bias.zero_()
+        attn.out.weight.copy_(torch.eye(d))
+        attn.out.bias.zero_()
+    return attn
+
+
+def test_gated_attention_survives_a_closed_edge_scoring_far_above_the_kept_ones() -> None:
+    """Token 0 keeps only itself (score 50) while its closed edge to token 1 scores 500.
+    Shifting by the row's largest score (kept or not) underflowed every kept exponential
+    (exp(-450) = 0 in float32): NaN weights, or with a near-zero normaliser an inf
+    gradient behind a finite loss, which the agent hit after 28k env steps."""
+    attn = _identity_attention(4)
+    x = torch.zeros(1, 4, 4)
+    x[0, 0, 0], x[0, 1, 0] = 10.0, 100.0  # s_00 = 50, s_01 = s_10 = 500, s_11 = 5000
+    x[0, 2, 1] = x[0, 3, 2] = 1.0
+    soft = torch.full((1, 4, 4), 0.3, requires_grad=True)
+    hard = fix_structure(torch.zeros(1, 4, 4), n_objects=2)  # only self edges
+    hard[0, 1, 0] = 1.0  # token 1 reads token 0
+    adjacency = hard + (soft - soft.detach())  # straight-through, as HardGate makes it
+    x.requires_grad_(True)
+    y, w = attn(x, adjacency, n_objects=2)
+    assert torch.isfinite(y).all() and torch.isfinite(w).all()
+    assert w[0, 0].tolist() == [1.0, 0.0, 0.0, 0.0]  # token 0 reads itself at full weight
+    # token 1 reads tokens 1 and 0 as the softmax over the kept scores says (float64)
+    s = torch.tensor([500.0, 5000.0], dtype=torch.float64)  # s_10, s_11
+    torch.testing.assert_close(w[0, 1, :2].double(), torch.softmax(s, 0))
+    y.square().sum().backward()
+    assert torch.isfinite(x.grad).all() and torch.isfinite(soft.grad).all()
+    assert soft.grad[0, 0, 1] != 0  # the closed gate still gets a straight-through gradient
+
+
+def test_gated_attention_weights_are_the_masked_softmax() -> None:
+    torch.manual_seed(0)
+    attn = GatedAttention(8, 2)
+    x = torch.randn(3, 5, 8)
+    a = fix_structure((torch.rand(3, 5, 5) > 0.5).float(), n_objects=3)
+    _, w = attn(x, a, n_objects=3)
+    qkv = attn.qkv(x).view(3, 5, 3, 2, 4)
+    q, k = qkv[:, :, 0].transpose(1, 2), qkv[:, :, 1].transpose(1, 2)
+    s = (q @ k.transpose(-1, -2)) / 2.0
+    ref = torch.softmax(s.masked_fill(a.unsqueeze(1) < 0.5, -math.inf), -1).mean(1)
+    torch.testing.assert_close(w, ref)
+
+
+def test_clip_gradients_refuses_a_non_finite_gradient_and_names_it() -> None:
+    net = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 1))
+    net(torch.ones(2, 3)).sum().backward()
+    ref = [p.grad.clone() for p in net.parameters()]
+    norm = clip_gradients(net, 1e-3, "test")
+    assert norm == pytest.approx(float(torch.cat([g.flatten() for g in ref]).norm()))
+    clipped = torch.cat([p.grad.flatten() for p in net.parameters()])
+    assert float(clipped.norm()) == pytest.approx(1e-3, rel=1e-4)
+    net.zero_grad()
+    net[1].weight.register_hook(lambda g: torch.full_like(g, math.inf))
+    net(torch.ones(2, 3)).sum().backward()
+    with pytest.raises(NonFiniteLoss, match=r"test gradient is (inf|nan) \(first in '1.weight'\)"):
+        clip_gradients(net, 1.0, "test")
+    assert all(p.grad is None for p in net.parameters())  # nothing left for an optimiser
 
 
 # ----------------------------------------------------------------------------- 4. Lagrangian

@@ -26,6 +26,7 @@ from torch import nn
 
 from mbrl_causal.agents.dreamer.losses import ReturnNormalizer, lambda_returns
 from mbrl_causal.world_models.model import WorldModel
+from mbrl_causal.world_models.training import NonFiniteLoss, clip_gradients
 
 __all__ = ["ActorCritic", "ImaginationLoss", "RealSequences", "features"]
 
@@ -255,8 +256,13 @@ class ActorCritic(nn.Module):
         actor_loss.backward()
         self.critic_opt.zero_grad(set_to_none=True)  # drops what the actor's loss put there
         critic_loss.backward()
-        nn.utils.clip_grad_norm_(self.actor.parameters(), c.grad_clip)
-        nn.utils.clip_grad_norm_(self.critic.parameters(), c.grad_clip)
+        try:
+            clip_gradients(self.actor, c.grad_clip, "actor")
+            clip_gradients(self.critic, c.grad_clip, "critic")
+        except NonFiniteLoss as e:
+            self.normalizer.load_state_dict(prev_norm)
+            self.actor.zero_grad(set_to_none=True)
+            raise FloatingPointError(str(e)) from None
         self.actor_opt.step()
         self.critic_opt.step()
         with torch.no_grad():

@@ -42,7 +42,12 @@ from mbrl_causal.io import write_atomic
 from mbrl_causal.world_models.config import WorldModelConfig, stored_world_model_config
 from mbrl_causal.world_models.metrics import GraphStats
 from mbrl_causal.world_models.model import WorldModel
-from mbrl_causal.world_models.training import check_finite, feed_lagrangian, make_lagrangian
+from mbrl_causal.world_models.training import (
+    check_finite,
+    clip_gradients,
+    feed_lagrangian,
+    make_lagrangian,
+)
 
 __all__ = ["MAX_SLOTS", "CausalDreamer"]
 
@@ -306,7 +311,7 @@ class CausalDreamer:
         check_finite(terms)
         self.wm_opt.zero_grad(set_to_none=True)
         terms.total.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
+        clip_gradients(self.model, c.grad_clip, "world-model")
         self.wm_opt.step()
         terms = type(terms)(*(t.detach() for t in terms))
         mse = float(terms.mse)
