@@ -21,6 +21,7 @@ from mbrl_causal.io import output_file, write_json
 __all__ = ["main"]
 
 EXIT_USAGE = 2
+EXIT_NUMERIC = 1  # a NaN/inf loss or gradient stopped training
 
 
 class _Parser(argparse.ArgumentParser):
@@ -357,6 +358,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as e:  # includes UsageError
         print(f"mbrl-causal: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except FloatingPointError as e:  # NaN/inf in a loss or gradient: the update was refused
+        hint = (" (the run's checkpoints are those written before; --resume continues "
+                "from the latest)" if args.command == "train" else "")  # fmt: skip
+        print(f"mbrl-causal: stopped: {e}{hint}", file=sys.stderr)
+        return EXIT_NUMERIC
     except KeyboardInterrupt:
         print("mbrl-causal: interrupted", file=sys.stderr)
         return 130

@@ -51,8 +51,10 @@ __all__ = [
 THRESHOLDS = (0.02, 0.05, 0.08, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
-class NonFiniteLoss(RuntimeError):
-    """A loss term became NaN or inf; the update was not applied."""
+class NonFiniteLoss(FloatingPointError, RuntimeError):
+    """A loss term (or the gradient of finite ones) became NaN or inf; the update was not
+    applied. A ``FloatingPointError``, like the actor-critic's refusals, so the command
+    line reports either in one line."""
 
 
 def make_lagrangian(model: WorldModel) -> Lagrangian:

@@ -637,6 +637,26 @@ def test_non_finite_gradient_behind_a_finite_loss_stops_the_update(
         agent.close()
 
 
+def test_cli_reports_a_refused_update_in_one_line(
+    debug_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    run_dir = _copy(debug_run, tmp_path / "run")
+    checkpoints = R.checkpoint_paths(run_dir)
+
+    def refuse(self: CausalDreamer) -> None:
+        raise NonFiniteLoss("world-model loss term 'reward' is nan; the update was skipped")
+
+    monkeypatch.setattr(CausalDreamer, "_update", refuse)
+    steps = str(_latest(run_dir)["counters"]["steps"] + 400)
+    assert _cli(["train", "--resume", str(run_dir), "--steps", steps, *QUIET]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]  # after the resume's own two lines
+    assert last.startswith("mbrl-causal: stopped: ") and "term 'reward' is nan" in last, err
+    assert R.checkpoint_paths(run_dir) == checkpoints
+
+
 def test_nan_loss_message_names_the_offending_term(debug_run: Path, tmp_path: Path) -> None:
     """A NaN reward head makes the 'reward' term NaN; the message should say so, not just
     'total' (which is NaN whenever any term is)."""
