@@ -43,6 +43,7 @@ from mbrl_causal.io import write_atomic, write_json
 from mbrl_causal.world_models.adaptation import fit_regime_token, recall_regime
 from mbrl_causal.world_models.config import FitConfig, WorldModelConfig
 from mbrl_causal.world_models.data import TransitionData, collect, parse_regimes
+from mbrl_causal.world_models.diagnostics import edge_diagnostics
 from mbrl_causal.world_models.model import WorldModel
 from mbrl_causal.world_models.training import (
     choose_threshold,
@@ -361,6 +362,7 @@ def fit(run: FitRun, env: str | None = None) -> dict[str, Any]:
                 "overall": {**_keys(overall), "rollout_mse": overall["rollout_mse"]},
                 "per_regime": _per_regime(model, test, run),
                 "per_edge": overall["per_edge"],
+                "diagnostics": edge_diagnostics(model, test, run.model.obs, f.seq_len, nodes),
                 "graph_threshold": None if run.model.sparse else threshold,
                 "train_seconds": seconds,
             }

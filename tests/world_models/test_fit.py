@@ -52,6 +52,11 @@ def test_fit_debug_end_to_end(tmp_path: Path, model: str, obs: str) -> None:
     errors = sum(e["fp"] + e["fn"] for e in per_edge.values())
     assert math.isclose(errors, record["overall"]["shd"], rel_tol=1e-9, abs_tol=1e-12)
     assert math.isclose(per_edge["action->agent"]["true"], 1.0)  # the action always moves it
+    diag = record["diagnostics"]
+    assert set(diag) == {"event_max", "event_edges", "regime_token_value"}
+    for key, e in diag["event_edges"].items():
+        assert 0.0 < per_edge[key]["true"] <= diag["event_max"] and 0 <= e["open_when_true"] <= 1
+    assert sorted(diag["regime_token_value"]["per_regime"]) == sorted(SIMPLE[1:])
     assert record["train_seconds"] > 0
     assert record["config"]["model"]["name"] == model
     assert (record["graph_threshold"] is None) == (model != "dense-transformer")
