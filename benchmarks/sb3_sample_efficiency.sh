@@ -9,8 +9,9 @@
 #                         steps, default 5000), EVAL_EPISODES (default 20) episodes each
 #                         (benchmarks/eval_curve.sh; the curve is in <agent>/eval/curve.json).
 #   bash benchmarks/sb3_sample_efficiency.sh [STEPS] [TARGET]   (default 100000, 0.0)
-# The Dreamer agent runs at train ratio 128 (the quick preset's 16 does not learn), with
-# the world model WORLD_MODEL (default spartan; the SB3 agents use their preset's).
+# The Dreamer agent runs at train ratio TRAIN_RATIO (default 128; the quick preset's 16
+# does not learn), with the world model WORLD_MODEL (default spartan; the SB3 agents use
+# their preset's).
 # Writes runs/sb3_sample_efficiency/<agent>/ (run directories) and
 # runs/sb3_sample_efficiency/result.json: {agent: {steps_to_target, final_return, ...}}.
 set -euo pipefail
@@ -24,7 +25,7 @@ for agent in ppo ppo-imagination dreamer; do
   rm -rf "${OUT:?}/$agent"
   extra=()
   if [ "$agent" = dreamer ]; then
-    extra=(--world-model "${WORLD_MODEL:-spartan}" --set train_ratio=128)
+    extra=(--world-model "${WORLD_MODEL:-spartan}" --set train_ratio="${TRAIN_RATIO:-128}")
   fi
   $BIN/mbrl-causal train --agent "$agent" --env InterventionalPong-Neutral-v0 --preset quick \
     --steps "$STEPS" --logdir "$OUT/$agent" --no-eval --no-progress --set log_every=1000 \
