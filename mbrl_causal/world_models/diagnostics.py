@@ -22,7 +22,8 @@ with teacher forcing (one step from real states, deterministic gates), written b
   dense model's figure is the reference for what the edge could be worth.
 
 Units: MSE per latent feature (objects mode: object features, scaled to about [-1, 1]);
-the rest are fractions of transitions.
+the rest are fractions of transitions. A figure over no transition (``*_when_false`` of an
+entry that is always true, possible only with ``event_max=1``) is None (JSON null).
 """
 
 from __future__ import annotations
