@@ -38,6 +38,7 @@ from mbrl_causal.envs.regimes import REGIMES
 from mbrl_causal.world_models.data import TransitionData
 from mbrl_causal.world_models.metrics import off_diagonal
 from mbrl_causal.world_models.model import WorldModel
+from mbrl_causal.world_models.training import eval_starts
 
 __all__ = ["EVENT_MAX", "edge_diagnostics"]
 
@@ -96,18 +97,16 @@ def edge_diagnostics(
         event_max: Largest true-edge frequency of an entry reported as an event edge.
         batch_size: Windows per forward pass.
     """
-    from mbrl_causal.world_models.training import eval_starts
-
     if not 0.0 < event_max <= 1.0:
         raise ValueError(f"event_max must be in (0, 1], got {event_max}")
+    n_obj = data.n_objects
+    if len(node_names) != n_obj + 2:
+        raise ValueError(f"{len(node_names)} node names for {n_obj} objects (need N + 2)")
     model.eval()
     starts = eval_starts(data, length)
     if len(starts) == 0:
         raise ValueError(f"no held-out window of {length} steps; collect more eval data")
     err, pred, true, reg = _pass(model, data, starts, obs, length, None, batch_size)
-    n_obj = err.shape[1]
-    if len(node_names) != n_obj + 2:
-        raise ValueError(f"{len(node_names)} node names for {n_obj} objects (need N + 2)")
     events: dict[str, dict[str, float | None]] = {}
     mask = off_diagonal(n_obj + 2, n_obj)
     for j in range(n_obj + 2):
