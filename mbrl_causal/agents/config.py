@@ -101,7 +101,8 @@ class AgentConfig:
     chunk_len: int = 256
     """Steps per replay chunk file (per sub-env)."""
     regime_info: str = "oracle"
-    """``oracle``: the env's regime id is the codebook index; ``none``: inferred."""
+    """``oracle``: the env's regime id picks the codebook slot (in training each id gets
+    its own; in evaluation an unseen id is adapted to); ``none``: inferred."""
     adapt_trigger: str = "surprise"
     """``oracle`` (info['regime_switched']), ``surprise`` (CUSUM on the WM error), ``none``."""
     adapt_k: int = 32

@@ -185,12 +185,17 @@ def test_train_debug_end_to_end(
         agent.close()
 
 
-def test_metrics_records_keep_their_documented_kind(debug_run: Path) -> None:
+def test_metrics_records_keep_their_documented_kind(tmp_path: Path) -> None:
     """run.py documents {"kind": "scalars"|"adaptation"|"resume", ...} records; an
-    adaptation event's own ``kind`` ("recall"/"new") must not replace the record kind."""
-    events = _latest(debug_run)["events"]
-    assert events, "the debug run adapts at least once (precondition)"
-    records = _records(debug_run)
+    adaptation event's own ``kind`` ("recall"/"new") must not replace the record kind.
+    (Training adapts only without regime information: with ``oracle`` every regime has
+    its own slot.)"""
+    run_dir = tmp_path / "run"
+    none = ["--regime-info", "none", "--adapt-trigger", "oracle"]
+    assert _train(run_dir, "--world-model", "dense-transformer", *none) == 0
+    events = _latest(run_dir)["events"]
+    assert events, "the run adapts at least once (precondition)"
+    records = _records(run_dir)
     assert {r["kind"] for r in records} <= {"scalars", "adaptation", "resume"}
     assert len([r for r in records if r["kind"] == "adaptation"]) == len(events)
 
@@ -689,3 +694,24 @@ def test_ac_updates_takes_that_many_actor_critic_steps_per_world_model_step(
     assert steps[3][0] == 3 * steps[3][1]
     with pytest.raises(ValueError, match="ac_updates must be an int >= 1"):
         AgentConfig(ac_updates=0)
+
+
+def test_oracle_training_gives_every_regime_its_own_slot(tmp_path: Path) -> None:
+    """With ``regime_info=oracle`` the regime id is privileged: in training every regime
+    gets a slot of its own at once. (The recall-or-fit procedure used to run here too, and
+    with an untrained model it recalled the first regime's slot for every later regime,
+    so all regimes shared one token.)"""
+    agent_over, wm_over = load_preset("debug")
+    cfg = from_mapping(AgentConfig, {**agent_over, "threads": 1, "regime_info": "oracle",
+                                     "adapt_trigger": "surprise"})  # fmt: skip
+    wm = from_mapping(WorldModelConfig, {**wm_over, "name": "dense-transformer"})
+    agent = CausalDreamer("InterventionalPong-v0", wm, cfg, tmp_path / "run", 0,
+                          env_kwargs={"switch_every_steps": 25})  # fmt: skip
+    try:
+        agent.learn(600)
+        assert len(agent.slot_of) >= 4, agent.slot_of  # precondition: several regimes seen
+        assert len(set(agent.slot_of.values())) == len(agent.slot_of), agent.slot_of
+        assert agent.events == []  # no recall, no fitted token in training
+        assert sorted(agent.used_slots) == sorted(agent.slot_of.values())
+    finally:
+        agent.close()

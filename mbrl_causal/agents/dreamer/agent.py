@@ -240,10 +240,13 @@ class CausalDreamer:
                      info: dict[str, Any]) -> None:  # fmt: skip
         """Detection bookkeeping, triggers, the gathering of K transitions, decisions.
 
-        ``regime_info=oracle``: a sub-env's slot is its regime id's slot; a regime id never
-        seen before starts the recall-or-fit procedure (unless ``adapt_trigger=none``: then
-        it gets a fresh slot learned online). ``regime_info=none``: the trigger
-        (``oracle``: info["regime_switched"]; ``surprise``: the detector) starts it.
+        ``regime_info=oracle``: a sub-env's slot is its regime id's slot. In training a
+        regime id never seen before gets a fresh slot of its own, learned online (the id
+        is privileged information: two regimes never share a token because the untrained
+        model could not tell them apart). In evaluation (``learning`` off) an unseen id, a
+        held-out regime, starts the recall-or-fit procedure (``adapt_trigger=none``: the
+        sub-env keeps its old token). ``regime_info=none``: the trigger (``oracle``:
+        info["regime_switched"]; ``surprise``: the detector) starts it.
         """
         c = self.config
         switched = np.asarray(info["regime_switched"], bool)
@@ -260,7 +263,7 @@ class CausalDreamer:
                 if r in self.slot_of:
                     self.env_slot[i] = self.slot_of[r]
                     self.adapter.cancel(i)  # another sub-env adapted to it meanwhile
-                elif not self.slot_of or (c.adapt_trigger == "none" and self.learning):
+                elif not self.slot_of or self.learning:
                     self.env_slot[i] = self._slot_for(r)  # a fresh slot, learned online
                 elif c.adapt_trigger == "none":
                     pass  # evaluation without adaptation: keep acting with the old token
