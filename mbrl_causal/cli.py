@@ -39,6 +39,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="mbrl-causal",
@@ -127,6 +137,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=_positive_int, default=5, help="episodes per regime (5)")
     p.add_argument("--adapt-trigger", choices=("oracle", "surprise", "none"),
                    help="override the run's adaptation trigger")  # fmt: skip
+    p.add_argument("--adapt-ac-updates", type=_non_negative_int, metavar="N",
+                   help="actor-critic updates in imagination after a new token is fitted "
+                   "(default: the run's adapt_ac_updates; 0: none)")  # fmt: skip
     p.add_argument("--video", action="store_true", help="also write RUN_DIR/eval/videos/")
     p.add_argument("--seed", type=int, default=10_000, help="seed of the evaluation envs")
     p.add_argument("--checkpoint", type=int, metavar="STEP",
@@ -337,7 +350,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     path = output_file(args.json) if args.json else None
     with Console(stderr=True).status("evaluating"):
         record = evaluate_run(args.run_dir, args.regimes, args.episodes, args.adapt_trigger,
-                              args.video, args.seed, checkpoint=args.checkpoint)  # fmt: skip
+                              args.video, args.seed, checkpoint=args.checkpoint,
+                              adapt_ac_updates=args.adapt_ac_updates)  # fmt: skip
     Console().print(Markdown(summary_markdown(record)))
     if path is not None:
         write_json(path, record)

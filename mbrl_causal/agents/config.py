@@ -109,6 +109,11 @@ class AgentConfig:
     """Transitions of the new regime used to recall or fit a token."""
     adapt_fit_steps: int = 100
     """Adam steps fitting a new token (model frozen)."""
+    adapt_ac_updates: int = 200
+    """Actor-critic updates in imagination under a newly fitted token, right after the
+    fit (world model frozen; starts: the K gathered states). They let the policy act on
+    a token it has never trained with, also in ``evaluate``, where learning is otherwise
+    off. 0: none."""
     recall_tolerance: float = 2.0
     """Recall a known token if its MSE <= this x the model's running training MSE."""
     surprise_threshold: float = 8.0
@@ -142,7 +147,8 @@ class AgentConfig:
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{k} must be an int >= 1, got {v!r}")
-        for k in ("prefill", "switch_every", "eval_episodes", "threads", "surprise_warmup"):
+        for k in ("prefill", "switch_every", "eval_episodes", "threads", "surprise_warmup",
+                  "adapt_ac_updates"):  # fmt: skip
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ValueError(f"{k} must be an int >= 0, got {v!r}")

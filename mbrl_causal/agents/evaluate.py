@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from mbrl_causal.agents import run as R
+from mbrl_causal.agents.config import AgentConfig
 from mbrl_causal.agents.dreamer.agent import CausalDreamer
 from mbrl_causal.envs.pong import OBJECT_NAMES
 from mbrl_causal.envs.regimes import REGIMES
@@ -88,6 +89,7 @@ def evaluate_run(
     seed: int = 10_000,
     pre_episodes: int = 2,
     checkpoint: int | None = None,
+    adapt_ac_updates: int | None = None,
 ) -> dict[str, Any]:
     """Evaluate a run's checkpoint and return the record.
 
@@ -95,6 +97,10 @@ def evaluate_run(
     ``RUN_DIR/eval/`` for the latest and to ``RUN_DIR/eval/step_<step>/`` for a given step,
     so evaluating a run's checkpoints one by one (a learning curve of deterministic
     returns, ``benchmarks/eval_curve.sh``) keeps every result.
+
+    ``adapt_ac_updates``: overrides the run's ``adapt_ac_updates`` (actor-critic updates in
+    imagination right after a token is fitted for a held-out regime; 0: the policy acts
+    on the new token untrained).
     """
     rd = Path(run_dir)
     if R.read_config(rd).get("algorithm", "dreamer") != "dreamer":  # an SB3 agent's run
@@ -108,6 +114,9 @@ def evaluate_run(
     overrides: dict[str, Any] = {}
     if adapt_trigger is not None:
         overrides["adapt_trigger"] = adapt_trigger
+    if adapt_ac_updates is not None:
+        overrides["adapt_ac_updates"] = adapt_ac_updates
+    resolved = AgentConfig(**{**body["config"], **overrides})  # checks the overrides first
     out_dir = R.eval_dir(rd, checkpoint)
     out_dir.mkdir(parents=True, exist_ok=True)
     per_regime: dict[str, Any] = {}
@@ -157,7 +166,7 @@ def evaluate_run(
     record = {
         "run_dir": str(rd), "env": cfg["env"], "world_model": cfg["world_model"],
         "regime_info": cfg["regime_info"],
-        "adapt_trigger": overrides.get("adapt_trigger", cfg["adapt_trigger"]),
+        "adapt_trigger": resolved.adapt_trigger, "adapt_ac_updates": resolved.adapt_ac_updates,
         "episodes": episodes, "pre_episodes": pre_episodes, "checkpoint_step":
         body["counters"]["steps"], "per_regime": per_regime,
         "detection": {"delay_mean": float(np.mean(delays)) if delays else None,
@@ -191,7 +200,9 @@ def summary_markdown(record: dict[str, Any]) -> str:
         f"# Evaluation of {record['run_dir']} (step {record['checkpoint_step']})",
         "",
         f"World model {record['world_model']}, regime info {record['regime_info']}, "
-        f"adapt trigger {record['adapt_trigger']}, {record['episodes']} episode(s) per regime.",
+        f"adapt trigger {record['adapt_trigger']} (then "
+        f"{record.get('adapt_ac_updates', 0)} policy updates in imagination after a fitted "
+        f"token), {record['episodes']} episode(s) per regime.",
         "",
         "| regime | kind | return mean | return std | WM mse | SHD | returns after switch | "
         "recovered within |",

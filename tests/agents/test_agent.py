@@ -492,6 +492,7 @@ def test_evaluate_writes_documented_record(
     body = _latest(debug_run)
     assert record["checkpoint_step"] == body["counters"]["steps"]
     assert record["world_model"] == "spartan" and record["episodes"] == 2
+    assert record["adapt_ac_updates"] == AgentConfig().adapt_ac_updates  # the run's default
     assert list(record["per_regime"]) == regimes
 
     for name, entry in record["per_regime"].items():
@@ -715,3 +716,48 @@ def test_oracle_training_gives_every_regime_its_own_slot(tmp_path: Path) -> None
         assert sorted(agent.used_slots) == sorted(agent.slot_of.values())
     finally:
         agent.close()
+
+
+@pytest.mark.parametrize("updates", [0, 3])
+def test_a_fitted_token_trains_the_policy_in_imagination(
+    debug_run: Path, monkeypatch: pytest.MonkeyPatch, updates: int
+) -> None:
+    """After a new token is fitted (here in evaluation, where learning is off) the agent
+    runs ``adapt_ac_updates`` actor-critic steps in imagination under that token: the
+    actor changes, the world model does not."""
+    from mbrl_causal.agents.evaluate import _load
+
+    agent = _load(_latest(debug_run), 1, {"regime_schedule": 7}, {"adapt_ac_updates": updates})
+    try:
+        agent._obs, _ = agent.env.reset(seed=0)
+        agent.adapter.trigger(0)
+        for _ in range(agent.config.adapt_k):
+            obs = agent._obs["objects"][0] if isinstance(agent._obs, dict) else agent._obs[0]
+            nxt, *_ = agent.env.step(np.zeros(1, np.int64))
+            nobs = nxt["objects"][0] if isinstance(nxt, dict) else nxt[0]
+            agent.adapter.add(0, obs, np.int64(0), nobs)
+            agent._obs = nxt
+        free = agent._free_slot()
+        monkeypatch.setattr(agent.adapter, "decide", lambda *a, **k: ("new", free, 1.0))
+        actor = [p.detach().clone() for p in agent.ac.actor.parameters()]
+        model = {k: v.clone() for k, v in agent.model.state_dict().items()}
+        opt_steps = agent.ac.actor_opt.state_dict()["state"]
+        before = int(opt_steps[0]["step"]) if opt_steps else 0
+        agent._adapt(0, 7)
+        assert agent.env_slot[0] == free and agent.events[-1].decision == "new"
+        state = agent.ac.actor_opt.state_dict()["state"]
+        assert (int(state[0]["step"]) if state else 0) == before + updates
+        now = list(agent.ac.actor.parameters())
+        changed = any(not torch.equal(a, p) for a, p in zip(actor, now, strict=True))
+        assert changed == (updates > 0)
+        after = agent.model.state_dict()
+        assert all(torch.equal(model[k], after[k]) for k in model if "codebook" not in k)
+    finally:
+        agent.close()
+
+
+def test_evaluate_refuses_a_negative_adapt_ac_updates(
+    debug_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _cli(["evaluate", str(debug_run), "--adapt-ac-updates", "-1"]) == 2
+    assert "expected an integer >= 0, got '-1'" in capsys.readouterr().err

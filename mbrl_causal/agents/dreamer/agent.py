@@ -41,7 +41,7 @@ from mbrl_causal.config import from_mapping
 from mbrl_causal.io import write_atomic
 from mbrl_causal.world_models.config import WorldModelConfig, stored_world_model_config
 from mbrl_causal.world_models.metrics import GraphStats
-from mbrl_causal.world_models.model import WorldModel
+from mbrl_causal.world_models.model import SequenceBatch, WorldModel
 from mbrl_causal.world_models.training import (
     check_finite,
     clip_gradients,
@@ -293,6 +293,7 @@ class CausalDreamer:
                                                self.seed + len(self.events))  # fmt: skip
         if kind == "new":
             self.used_slots.append(slot)
+            self._train_actor_on_token(batch, slot)
         if c.regime_info == "oracle":
             self.slot_of[true_regime] = slot
         self.env_slot[i] = slot
@@ -301,6 +302,21 @@ class CausalDreamer:
         self.events.append(event)
         if self._logger is not None:
             self._logger.record("adaptation", self.steps, event.as_dict())
+
+    def _train_actor_on_token(self, batch: SequenceBatch, slot: int) -> None:
+        """``adapt_ac_updates`` actor-critic steps in imagination under the token of
+        ``slot`` from the 2 K states of the adaptation batch (the world model frozen):
+        step (3) of the spec's adaptation, "keep training", for the policy, which has
+        never seen a freshly fitted token. Runs in evaluation too."""
+        c = self.config
+        if c.adapt_ac_updates == 0:
+            return
+        with torch.no_grad():
+            z = self.model.encode(batch.obs).flatten(0, 1)  # (2 K, N, L)
+        tok = self.tokens(np.full(c.imag_starts, slot))
+        for _ in range(c.adapt_ac_updates):
+            pick = torch.randint(len(z), (c.imag_starts,), generator=self.gen)
+            self.ac.update(self.model, z[pick], tok, self.gen)
 
     # ------------------------------------------------------------------ learning
     def _update(self) -> dict[str, float]:
