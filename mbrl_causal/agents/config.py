@@ -111,7 +111,8 @@ class AgentConfig:
     """Adam steps fitting a new token (model frozen)."""
     adapt_ac_updates: int = 200
     """Actor-critic updates in imagination under a newly fitted token, right after the
-    fit (world model frozen; starts: the K gathered states). They let the policy act on
+    fit (world model frozen; starts: the 2 K states of the K gathered transitions). They
+    let the policy act on
     a token it has never trained with, also in ``evaluate``, where learning is otherwise
     off. 0: none."""
     recall_tolerance: float = 2.0
