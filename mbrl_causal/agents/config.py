@@ -112,9 +112,8 @@ class AgentConfig:
     adapt_ac_updates: int = 200
     """Actor-critic updates in imagination under a newly fitted token, right after the
     fit (world model frozen; starts: the 2 K states of the K gathered transitions). They
-    let the policy act on
-    a token it has never trained with, also in ``evaluate``, where learning is otherwise
-    off. 0: none."""
+    let the policy act on a token it has never trained with, also in ``evaluate``, where
+    learning is otherwise off. 0: none."""
     recall_tolerance: float = 2.0
     """Recall a known token if its MSE <= this x the model's running training MSE."""
     surprise_threshold: float = 8.0
