@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # Agent benchmarks of the agent issue (run on demand; about an hour per model on 2 cores).
 #   bash benchmarks/agent.sh [STEPS]   (default 60000 env steps per training run, quick
-#   preset sizes at train_ratio 128: about 35 minutes per run on one core)
+#   preset sizes at train_ratio TRAIN_RATIO, default 128: about 35 minutes per run on one
+#   core; TRAIN_RATIO=512, one update per env step, learns in fewer env steps at about 4x
+#   the wall time per env step: the README's agent results give both)
 # Writes runs/agent_bench/<case>/ (run directories) and runs/agent_bench/*.json:
 #   neutral-<model>.json  evaluation on InterventionalPong-Neutral-v0 (return vs random)
 #   switch-<model>-<trigger>.json  held-out composite regimes after a switch, with the
 #                                  surprise trigger and with no adaptation
+#   switch-<model>-token-only.json the surprise trigger without the policy's training on
+#                                  a fitted token (--adapt-ac-updates 0)
 #   speed.json            updates/s (batch 16 x 64) and loop env steps/s
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEPS="${1:-60000}"
-RATIO=(--set train_ratio=128 --set threads=1)
+RATIO=(--set train_ratio="${TRAIN_RATIO:-128}" --set threads=1)
 BIN=.venv/bin
 OUT=runs/agent_bench
 mkdir -p "$OUT"
@@ -29,5 +33,7 @@ for model in spartan s2ssm dense-transformer; do
     $BIN/mbrl-causal evaluate "$OUT/switch-$model" --regimes composite --episodes 5 \
       --adapt-trigger "$trigger" --json "$OUT/switch-$model-$trigger.json"
   done
+  $BIN/mbrl-causal evaluate "$OUT/switch-$model" --regimes composite --episodes 5 \
+    --adapt-trigger surprise --adapt-ac-updates 0 --json "$OUT/switch-$model-token-only.json"
 done
 $BIN/mbrl-causal bench agent --json "$OUT/speed.json"
