@@ -761,3 +761,29 @@ def test_evaluate_refuses_a_negative_adapt_ac_updates(
 ) -> None:
     assert _cli(["evaluate", str(debug_run), "--adapt-ac-updates", "-1"]) == 2
     assert "expected an integer >= 0, got '-1'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("trigger", ["surprise", "none"])
+def test_evaluation_adapts_to_an_unseen_regime_id(debug_run: Path, trigger: str) -> None:
+    """In evaluation (learning off) an unseen regime id is a held-out regime: it starts
+    recall-or-fit (``none``: the sub-env keeps its old token), never a fresh slot."""
+    from mbrl_causal.agents.evaluate import _load
+
+    body = _latest(debug_run)
+    assert 7 not in body["slot_of"]  # precondition: the debug run trains on simple regimes
+    agent = _load(body, 1, {"regime_schedule": 7}, {"adapt_trigger": trigger})
+    try:
+        old_slot = int(agent.env_slot[0])
+        agent._obs, _ = agent.env.reset(seed=0)
+        agent._env_step()
+        assert 7 not in agent.slot_of and int(agent.env_slot[0]) == old_slot
+        assert agent.adapter.pending(0) == (trigger != "none")
+        for _ in range(agent.config.adapt_k + 5):
+            agent._env_step()
+        if trigger == "none":
+            assert not agent.events and 7 not in agent.slot_of
+        else:
+            assert [e.true_regime for e in agent.events] == [7]
+            assert agent.slot_of[7] == agent.events[0].slot == int(agent.env_slot[0])
+    finally:
+        agent.close()
