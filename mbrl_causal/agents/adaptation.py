@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -171,8 +172,9 @@ class AdaptationEvent:
     slot: int
     transitions: int
     best_error: float  # next-latent MSE of the best known slot on the K transitions
-    reference_error: float  # the model's running training MSE
+    reference_error: float  # the running training MSE of that slot (the recall yardstick)
     true_regime: int  # the env's regime (for the log only; never used to decide)
+    best_slot: int = -1  # the best known slot (the recalled one, or the new token's init)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -191,6 +193,7 @@ class Adapter:
     def __init__(self, num_envs: int, k: int, fit_steps: int, tolerance: float) -> None:
         self.k, self.fit_steps, self.tolerance = k, fit_steps, tolerance
         self.buffers: list[list[tuple[Any, Any, Any]] | None] = [None] * num_envs
+        self.last_best, self.last_reference = -1, math.inf  # of the latest decide()
 
     def trigger(self, index: int) -> None:
         """Start gathering transitions of sub-env ``index`` (restarts a running one)."""
@@ -239,23 +242,28 @@ class Adapter:
         batch: SequenceBatch,
         known: list[int],
         free: int | None,
-        reference: float,
+        reference: float | Mapping[int, float],
         seed: int,
     ) -> tuple[str, int, float]:
         """Recall a known slot or fit a new token into slot ``free``.
 
         Slots are codebook rows (``known``, ``free`` and the returned slot), whatever the
-        model's regime ids are.
+        model's regime ids are. ``reference``: the error level the best known slot is held
+        to (recall when its error <= tolerance x reference), one number or one per known
+        slot (the agent passes each slot's own running training MSE).
 
         Returns ``(kind, slot, best_error)``. With no free slot the best known slot is
-        recalled whatever its error.
+        recalled whatever its error. :attr:`last_best` keeps the best known slot and
+        :attr:`last_reference` the reference it was held to.
         """
         # regime_errors is keyed by the model's regime ids; slots are codebook rows
         row = {rid: i for i, rid in enumerate(model.regime_ids)}
         errors = {row[r]: e for r, e in regime_errors(model, batch).items() if row[r] in known}
         best = min(errors, key=errors.__getitem__) if errors else 0
         best_err = errors.get(best, math.inf)
-        if free is None or best_err <= self.tolerance * reference:
+        ref = reference[best] if isinstance(reference, Mapping) else reference
+        self.last_best, self.last_reference = best, float(ref)
+        if free is None or best_err <= self.tolerance * ref:
             return "recall", best, best_err
         token = fit_regime_token(
             model, batch, steps=self.fit_steps, init=model.codebook.weight[best], seed=seed

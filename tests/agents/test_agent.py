@@ -787,3 +787,44 @@ def test_evaluation_adapts_to_an_unseen_regime_id(debug_run: Path, trigger: str)
             assert agent.slot_of[7] == agent.events[0].slot == int(agent.env_slot[0])
     finally:
         agent.close()
+
+
+def test_training_keeps_a_running_error_per_slot_and_adapts_against_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each slot's running training MSE is kept (and checkpointed); a recall holds the
+    best known slot to its own figure, not to the average over slots."""
+    agent_over, wm_over = load_preset("debug")
+    cfg = from_mapping(AgentConfig, {**agent_over, "threads": 1})
+    wm = from_mapping(WorldModelConfig, {**wm_over, "name": "dense-transformer"})
+    run_dir = tmp_path / "run"
+    agent = CausalDreamer("InterventionalPong-v0", wm, cfg, run_dir, 0,
+                          env_kwargs={"switch_every_steps": 25})  # fmt: skip
+    try:
+        agent.learn(cfg.checkpoint_every)
+        assert len(agent.slot_mse) >= 2 and set(agent.slot_mse) <= set(agent.used_slots)
+        assert all(math.isfinite(v) and v > 0 for v in agent.slot_mse.values())
+        assert len(set(agent.slot_mse.values())) == len(agent.slot_mse)  # really per slot
+        saved = dict(agent.slot_mse)
+    finally:
+        agent.close()
+    resumed = CausalDreamer.resume(run_dir)
+    try:
+        assert resumed.slot_mse == pytest.approx(saved)
+        seen: dict[str, Any] = {}
+
+        def decide(model: Any, batch: Any, known: list[int], free: Any, ref: Any,
+                   seed: int) -> tuple[str, int, float]:  # fmt: skip
+            seen["ref"] = ref
+            return "recall", known[0], 1.0
+
+        monkeypatch.setattr(resumed.adapter, "decide", decide)
+        resumed.adapter.trigger(0)
+        obs = np.zeros((4, 4), np.float32)
+        for _ in range(resumed.config.adapt_k):
+            resumed.adapter.add(0, obs, np.int64(0), obs)
+        resumed._adapt(0, 0)
+        known = sorted(set(resumed.used_slots))
+        assert seen["ref"] == {s: saved.get(s, resumed.mse_avg) for s in known}
+    finally:
+        resumed.close()

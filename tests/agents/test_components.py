@@ -606,3 +606,28 @@ def test_replay_value_loss_pulls_the_critic_to_real_returns() -> None:
         values, target = ac.replay_returns(real)
         errors[weight] = float((values - target).detach().square().mean())
     assert errors[1.0] < 0.5 * errors[0.0], errors
+
+
+def test_adaptation_holds_the_best_slot_to_its_own_reference(
+    pong_model: tuple[WorldModel, TransitionData, float],
+) -> None:
+    """With one reference per known slot, the best slot is held to *its* reference: the
+    same batch is recalled when that slot's own level is high and fitted anew when it is
+    low, whatever the other slot's level."""
+    model, held, _ = pong_model
+    row = int(np.flatnonzero(held.regimes == INVERTED)[0])
+    batch = gather(Adapter(1, K, 1, 1.0), held, row)
+    errors = regime_errors(model, batch)
+    assert errors[INVERTED] < errors[GRAVITY]  # precondition: the right slot is the best
+    e = errors[INVERTED]
+    adapter = Adapter(1, K, fit_steps=1, tolerance=2.0)
+    loose = {INVERTED: e, GRAVITY: e / 100}  # within 2 x its own level
+    kind, slot, _ = adapter.decide(copy.deepcopy(model), batch, [GRAVITY, INVERTED], FREE,
+                                   loose, seed=0)  # fmt: skip
+    assert (kind, slot) == ("recall", INVERTED)
+    assert (adapter.last_best, adapter.last_reference) == (INVERTED, pytest.approx(e))
+    tight = {INVERTED: e / 100, GRAVITY: 100 * e}  # 50x its own level
+    kind, slot, _ = adapter.decide(copy.deepcopy(model), batch, [GRAVITY, INVERTED], FREE,
+                                   tight, seed=0)  # fmt: skip
+    assert (kind, slot) == ("new", FREE)
+    assert (adapter.last_best, adapter.last_reference) == (INVERTED, pytest.approx(e / 100))

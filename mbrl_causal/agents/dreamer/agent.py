@@ -151,6 +151,9 @@ class CausalDreamer:
         self.eval_graphs: GraphStats | None = None  # evaluation: graph figures per step
         self.eval_errors: list[float] = []
         self.mse_avg: float | None = None
+        # running training MSE per slot (EMA 0.98 over updates that sample the slot): the
+        # yardstick of a recall, since regimes differ in how predictable they are
+        self.slot_mse: dict[int, float] = {}
         self.last: dict[str, float] = {}
         self._obs: Any = None
         self._logger: R.RunLogger | None = None
@@ -287,10 +290,12 @@ class CausalDreamer:
         if c.obs != "objects":
             batch = batch._replace(obs={k: v for k, v in batch.obs.items() if k != "objects"})
         known = sorted(set(self.used_slots))
-        ref = self.mse_avg if self.mse_avg is not None else math.inf
+        overall = self.mse_avg if self.mse_avg is not None else math.inf
+        refs = {s: self.slot_mse.get(s, overall) for s in known}
         free = self._free_slot()
-        kind, slot, best = self.adapter.decide(self.model, batch, known, free, ref,
+        kind, slot, best = self.adapter.decide(self.model, batch, known, free, refs,
                                                self.seed + len(self.events))  # fmt: skip
+        ref, best_slot = self.adapter.last_reference, self.adapter.last_best
         if kind == "new":
             self.used_slots.append(slot)
             self._train_actor_on_token(batch, slot)
@@ -298,7 +303,8 @@ class CausalDreamer:
             self.slot_of[true_regime] = slot
         self.env_slot[i] = slot
         self.detector.reset(i)
-        event = AdaptationEvent(self.steps, i, kind, slot, c.adapt_k, best, ref, true_regime)
+        event = AdaptationEvent(self.steps, i, kind, slot, c.adapt_k, best, ref, true_regime,
+                                best_slot)  # fmt: skip
         self.events.append(event)
         if self._logger is not None:
             self._logger.record("adaptation", self.steps, event.as_dict())
@@ -339,6 +345,11 @@ class CausalDreamer:
         self.mse_avg = mse if self.mse_avg is None else 0.98 * self.mse_avg + 0.02 * mse
         with torch.no_grad():
             z_all = self.model.encode(batch.obs)  # (B, T + 1, N, L) states of the batch
+            per_seq = (out.next_latent.detach() - z_all[:, 1:]).square().mean((1, 2, 3))
+        for s in torch.unique(batch.regimes).tolist():
+            m = float(per_seq[batch.regimes == s].mean())
+            old = self.slot_mse.get(int(s))
+            self.slot_mse[int(s)] = m if old is None else 0.98 * old + 0.02 * m
         z = z_all[:, :-1]
         b, t = z.shape[:2]
         tok = self.tokens(batch.regimes)[:, None].expand(b, t + 1, -1)
@@ -478,6 +489,7 @@ class CausalDreamer:
             "seed": self.seed, "model": self.model.state_dict(), "ac": self.ac.full_state(),
             "slot_of": dict(self.slot_of), "used_slots": list(self.used_slots),
             "env_slot": self.env_slot.copy(), "mse_avg": self.mse_avg,
+            "slot_mse": dict(self.slot_mse),
         }  # fmt: skip
 
     def save(self, path: str | Path) -> Path:
@@ -522,6 +534,9 @@ class CausalDreamer:
         if len(body["env_slot"]) == cfg.num_envs:
             agent.env_slot = np.asarray(body["env_slot"]).copy()
         agent.mse_avg = body["mse_avg"]
+        # checkpoints from before per-slot figures: every slot is held to mse_avg until
+        # training has sampled it again
+        agent.slot_mse = {int(k): float(v) for k, v in body.get("slot_mse", {}).items()}
         return agent
 
     def checkpoint(self) -> Path:
