@@ -140,6 +140,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapt-ac-updates", type=_non_negative_int, metavar="N",
                    help="actor-critic updates in imagination after a new token is fitted "
                    "(default: the run's adapt_ac_updates; 0: none)")  # fmt: skip
+    p.add_argument("--recall-tolerance", type=float, metavar="X",
+                   help="recall a known token if its error <= X times its slot's running "
+                   "training error (default: the run's recall_tolerance)")  # fmt: skip
     p.add_argument("--video", action="store_true", help="also write RUN_DIR/eval/videos/")
     p.add_argument("--seed", type=int, default=10_000, help="seed of the evaluation envs")
     p.add_argument("--checkpoint", type=int, metavar="STEP",
@@ -351,7 +354,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     with Console(stderr=True).status("evaluating"):
         record = evaluate_run(args.run_dir, args.regimes, args.episodes, args.adapt_trigger,
                               args.video, args.seed, checkpoint=args.checkpoint,
-                              adapt_ac_updates=args.adapt_ac_updates)  # fmt: skip
+                              adapt_ac_updates=args.adapt_ac_updates,
+                              recall_tolerance=args.recall_tolerance)  # fmt: skip
     Console().print(Markdown(summary_markdown(record)))
     if path is not None:
         write_json(path, record)

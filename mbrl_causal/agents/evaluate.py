@@ -90,6 +90,7 @@ def evaluate_run(
     pre_episodes: int = 2,
     checkpoint: int | None = None,
     adapt_ac_updates: int | None = None,
+    recall_tolerance: float | None = None,
 ) -> dict[str, Any]:
     """Evaluate a run's checkpoint and return the record.
 
@@ -100,7 +101,8 @@ def evaluate_run(
 
     ``adapt_ac_updates``: overrides the run's ``adapt_ac_updates`` (actor-critic updates in
     imagination right after a token is fitted for a held-out regime; 0: the policy acts
-    on the new token untrained).
+    on the new token untrained). ``recall_tolerance``: overrides the run's
+    ``recall_tolerance``.
     """
     rd = Path(run_dir)
     if R.read_config(rd).get("algorithm", "dreamer") != "dreamer":  # an SB3 agent's run
@@ -116,6 +118,8 @@ def evaluate_run(
         overrides["adapt_trigger"] = adapt_trigger
     if adapt_ac_updates is not None:
         overrides["adapt_ac_updates"] = adapt_ac_updates
+    if recall_tolerance is not None:
+        overrides["recall_tolerance"] = recall_tolerance
     resolved = AgentConfig(**{**body["config"], **overrides})  # checks the overrides first
     out_dir = R.eval_dir(rd, checkpoint)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -167,6 +171,7 @@ def evaluate_run(
         "run_dir": str(rd), "env": cfg["env"], "world_model": cfg["world_model"],
         "regime_info": cfg["regime_info"],
         "adapt_trigger": resolved.adapt_trigger, "adapt_ac_updates": resolved.adapt_ac_updates,
+        "recall_tolerance": resolved.recall_tolerance,
         "episodes": episodes, "pre_episodes": pre_episodes, "checkpoint_step":
         body["counters"]["steps"], "per_regime": per_regime,
         "detection": {"delay_mean": float(np.mean(delays)) if delays else None,

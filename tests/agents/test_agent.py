@@ -493,6 +493,7 @@ def test_evaluate_writes_documented_record(
     assert record["checkpoint_step"] == body["counters"]["steps"]
     assert record["world_model"] == "spartan" and record["episodes"] == 2
     assert record["adapt_ac_updates"] == AgentConfig().adapt_ac_updates  # the run's default
+    assert record["recall_tolerance"] == body_config(debug_run)["recall_tolerance"]
     assert list(record["per_regime"]) == regimes
 
     for name, entry in record["per_regime"].items():
@@ -756,11 +757,33 @@ def test_a_fitted_token_trains_the_policy_in_imagination(
         agent.close()
 
 
-def test_evaluate_refuses_a_negative_adapt_ac_updates(
+def body_config(run_dir: Path) -> dict[str, Any]:
+    return dict(_latest(run_dir)["config"])
+
+
+def test_evaluate_refuses_bad_adaptation_overrides(
     debug_run: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert _cli(["evaluate", str(debug_run), "--adapt-ac-updates", "-1"]) == 2
     assert "expected an integer >= 0, got '-1'" in capsys.readouterr().err
+    assert _cli(["evaluate", str(debug_run), "--recall-tolerance", "0"]) == 2
+    assert "recall_tolerance must be > 0, got 0.0" in capsys.readouterr().err
+
+
+def test_evaluate_applies_the_recall_tolerance(debug_run: Path, tmp_path: Path) -> None:
+    """--recall-tolerance decides recall vs new: huge -> every held-out regime recalls a
+    known slot; tiny -> every one gets a new token."""
+    from mbrl_causal.agents.evaluate import evaluate_run
+
+    kinds = {}
+    for tol in (1e9, 1e-9):
+        run = _copy(debug_run, tmp_path / str(tol))
+        rec = evaluate_run(run, "gravity+opponent-random", 1, "oracle", recall_tolerance=tol,
+                           adapt_ac_updates=0)  # fmt: skip
+        assert rec["recall_tolerance"] == tol
+        events = rec["per_regime"]["gravity+opponent-random"]["adaptations"]
+        kinds[tol] = {e["decision"] for e in events if e["true_regime"] == 7}
+    assert kinds == {1e9: {"recall"}, 1e-9: {"new"}}
 
 
 @pytest.mark.parametrize("trigger", ["surprise", "none"])
