@@ -261,6 +261,10 @@ class Adapter:
         errors = {row[r]: e for r, e in regime_errors(model, batch).items() if row[r] in known}
         best = min(errors, key=errors.__getitem__) if errors else 0
         best_err = errors.get(best, math.inf)
+        if isinstance(reference, Mapping) and best not in reference:
+            raise ValueError(
+                f"no reference error for slot {best}; the mapping has slots {sorted(reference)}"
+            )
         ref = reference[best] if isinstance(reference, Mapping) else reference
         self.last_best, self.last_reference = best, float(ref)
         if free is None or best_err <= self.tolerance * ref:

@@ -205,9 +205,15 @@ def summary_markdown(record: dict[str, Any]) -> str:
         f"# Evaluation of {record['run_dir']} (step {record['checkpoint_step']})",
         "",
         f"World model {record['world_model']}, regime info {record['regime_info']}, "
-        f"adapt trigger {record['adapt_trigger']} (then "
-        f"{record.get('adapt_ac_updates', 0)} policy updates in imagination after a fitted "
-        f"token), {record['episodes']} episode(s) per regime.",
+        f"adapt trigger {record['adapt_trigger']}"
+        + (
+            f" (recall tolerance {record.get('recall_tolerance', '-')}, then "
+            f"{record.get('adapt_ac_updates', 0)} policy updates in imagination after a "
+            "fitted token)"
+            if record["adapt_trigger"] != "none"
+            else ""
+        )
+        + f", {record['episodes']} episode(s) per regime.",
         "",
         "| regime | kind | return mean | return std | WM mse | SHD | returns after switch | "
         "recovered within |",

@@ -227,14 +227,19 @@ def _without_time(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for r in records if r["kind"] == "scalars"]  # fmt: skip
 
 
-def test_resume_after_kill_matches_uninterrupted_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("regimes", ["oracle", "adapting"])
+def test_resume_after_kill_matches_uninterrupted_run(tmp_path: Path, regimes: str) -> None:
+    """``adapting``: no regime information, switches trigger recall-or-fit, so the
+    adapter's buffers, the per-slot errors and the fitted tokens cross the resume too."""
     preset_agent, _ = load_preset("debug")
     n, c = preset_agent["total_steps"], preset_agent["checkpoint_every"]
     assert preset_agent["prefill"] < c < n
+    extra = ["regime_info=none", "adapt_trigger=oracle"] if regimes == "adapting" else []
 
     def new(name: str) -> CausalDreamer:
         return _new_run(TrainRequest(preset="debug", logdir=str(tmp_path / name), seed=7,
-                                     overrides=["threads=1"], show_progress=False))  # fmt: skip
+                                     overrides=["threads=1", *extra],
+                                     show_progress=False))  # fmt: skip
 
     a = new("A")
     log_a: list = []
@@ -276,6 +281,9 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path: Path) -> None:
             assert torch.equal(mine[k], theirs[k]), k
     assert (a.steps, a.updates, a.episodes) == (r.steps, r.updates, r.episodes)
     assert [e.as_dict() for e in a.events] == [e.as_dict() for e in r.events]
+    if regimes == "adapting":
+        assert [e for e in a.events if e.step > c], "adaptations after the kill (precondition)"
+        assert a.slot_mse == r.slot_mse
     # one consistent history: the killed part's logs were dropped and written again
     assert _without_time(_records(tmp_path / "A")) == _without_time(_records(run_b))
 
@@ -492,7 +500,7 @@ def test_evaluate_writes_documented_record(
     body = _latest(debug_run)
     assert record["checkpoint_step"] == body["counters"]["steps"]
     assert record["world_model"] == "spartan" and record["episodes"] == 2
-    assert record["adapt_ac_updates"] == AgentConfig().adapt_ac_updates  # the run's default
+    assert record["adapt_ac_updates"] == body_config(debug_run)["adapt_ac_updates"]
     assert record["recall_tolerance"] == body_config(debug_run)["recall_tolerance"]
     assert list(record["per_regime"]) == regimes
 
@@ -740,12 +748,23 @@ def test_a_fitted_token_trains_the_policy_in_imagination(
             agent._obs = nxt
         free = agent._free_slot()
         monkeypatch.setattr(agent.adapter, "decide", lambda *a, **k: ("new", free, 1.0))
+        seen_tokens: list[torch.Tensor] = []
+        update = agent.ac.update
+
+        def spy(model: Any, latents: Any, tokens: torch.Tensor, *a: Any) -> Any:
+            seen_tokens.append(tokens)
+            return update(model, latents, tokens, *a)
+
+        monkeypatch.setattr(agent.ac, "update", spy)
         actor = [p.detach().clone() for p in agent.ac.actor.parameters()]
         model = {k: v.clone() for k, v in agent.model.state_dict().items()}
         opt_steps = agent.ac.actor_opt.state_dict()["state"]
         before = int(opt_steps[0]["step"]) if opt_steps else 0
         agent._adapt(0, 7)
         assert agent.env_slot[0] == free and agent.events[-1].decision == "new"
+        assert len(seen_tokens) == updates  # every update under the new slot's token:
+        for tok in seen_tokens:
+            assert torch.equal(tok, agent.model.codebook.weight[free].detach().expand_as(tok))
         state = agent.ac.actor_opt.state_dict()["state"]
         assert (int(state[0]["step"]) if state else 0) == before + updates
         now = list(agent.ac.actor.parameters())
@@ -783,6 +802,9 @@ def test_evaluate_applies_the_recall_tolerance(debug_run: Path, tmp_path: Path) 
         assert rec["recall_tolerance"] == tol
         events = rec["per_regime"]["gravity+opponent-random"]["adaptations"]
         kinds[tol] = {e["decision"] for e in events if e["true_regime"] == 7}
+        for e in events:  # the best known slot is logged; a recall takes it
+            assert e["best_slot"] in _latest(debug_run)["used_slots"]
+            assert e["decision"] == "new" or e["best_slot"] == e["slot"]
     assert kinds == {1e9: {"recall"}, 1e-9: {"new"}}
 
 
@@ -831,6 +853,16 @@ def test_training_keeps_a_running_error_per_slot_and_adapts_against_it(
         saved = dict(agent.slot_mse)
     finally:
         agent.close()
+    old = _copy(run_dir, tmp_path / "old")  # a checkpoint from before per-slot figures
+    latest = R.latest_checkpoint(old)
+    body = torch.load(latest, weights_only=False)
+    del body["slot_mse"]
+    torch.save(body, latest)
+    legacy = CausalDreamer.resume(old)
+    try:
+        assert legacy.slot_mse == {}  # every slot falls back to the overall figure
+    finally:
+        legacy.close()
     resumed = CausalDreamer.resume(run_dir)
     try:
         assert resumed.slot_mse == pytest.approx(saved)

@@ -631,3 +631,6 @@ def test_adaptation_holds_the_best_slot_to_its_own_reference(
                                    tight, seed=0)  # fmt: skip
     assert (kind, slot) == ("new", FREE)
     assert (adapter.last_best, adapter.last_reference) == (INVERTED, pytest.approx(e / 100))
+    missing = r"no reference error for slot 6; the mapping has slots \[1\]"
+    with pytest.raises(ValueError, match=missing):
+        adapter.decide(model, batch, [GRAVITY, INVERTED], FREE, {GRAVITY: e}, seed=0)

@@ -345,6 +345,8 @@ class CausalDreamer:
         self.mse_avg = mse if self.mse_avg is None else 0.98 * self.mse_avg + 0.02 * mse
         with torch.no_grad():
             z_all = self.model.encode(batch.obs)  # (B, T + 1, N, L) states of the batch
+            # objects mode: exactly the loss's error per sequence; pixels mode: against
+            # the encoder after this step (one Adam step from the loss's targets)
             per_seq = (out.next_latent.detach() - z_all[:, 1:]).square().mean((1, 2, 3))
         for s in torch.unique(batch.regimes).tolist():
             m = float(per_seq[batch.regimes == s].mean())
