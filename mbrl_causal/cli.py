@@ -139,8 +139,8 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="override the run's adaptation trigger")  # fmt: skip
     p.add_argument("--adapt-ac-updates", type=_non_negative_int, metavar="N",
                    help="actor-critic updates in imagination after a new token is fitted "
-                   "(default: the run's adapt_ac_updates, 200 for runs from before it; "
-                   "0: none)")  # fmt: skip
+                   "(default: the run's adapt_ac_updates; 0: none, the policy then acts "
+                   "with the best known token)")  # fmt: skip
     p.add_argument("--recall-tolerance", type=float, metavar="X",
                    help="recall a known token if its error <= X times its slot's running "
                    "training error (default: the run's recall_tolerance)")  # fmt: skip

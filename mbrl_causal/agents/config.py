@@ -109,11 +109,14 @@ class AgentConfig:
     """Transitions of the new regime used to recall or fit a token."""
     adapt_fit_steps: int = 100
     """Adam steps fitting a new token (model frozen)."""
-    adapt_ac_updates: int = 200
+    adapt_ac_updates: int = 0
     """Actor-critic updates in imagination under a newly fitted token, right after the
-    fit (world model frozen; starts: the 2 K states of the K gathered transitions). They
-    let the policy act on a token it has never trained with, also in ``evaluate``, where
-    learning is otherwise off. 0: none."""
+    fit (world model frozen; starts: the 2 K states of the K gathered transitions); the
+    policy then acts with the new token, also in ``evaluate``. 0 (the default): no such
+    updates; in training the policy learns the new slot from replay as usual, and in
+    ``evaluate`` (learning off) it acts with the best known slot's token while the world
+    model uses the new one (README "Regimes and adaptation": measured, this recovered more
+    often than 200 updates)."""
     recall_tolerance: float = 4.0
     """Recall the best known token if its MSE on the K transitions is <= this x that
     slot's running training MSE. 4: above the 95th percentile (3.45) of that ratio for

@@ -100,9 +100,9 @@ def evaluate_run(
     returns, ``benchmarks/eval_curve.sh``) keeps every result.
 
     ``adapt_ac_updates``: overrides the run's ``adapt_ac_updates`` (actor-critic updates in
-    imagination right after a token is fitted for a held-out regime; 0: the policy acts
-    on the new token untrained). ``recall_tolerance``: overrides the run's
-    ``recall_tolerance``.
+    imagination right after a token is fitted for a held-out regime, then the policy acts
+    with it; 0: the policy acts with the best known slot's token). ``recall_tolerance``:
+    overrides the run's ``recall_tolerance``.
     """
     rd = Path(run_dir)
     if R.read_config(rd).get("algorithm", "dreamer") != "dreamer":  # an SB3 agent's run
@@ -207,9 +207,12 @@ def summary_markdown(record: dict[str, Any]) -> str:
         f"World model {record['world_model']}, regime info {record['regime_info']}, "
         f"adapt trigger {record['adapt_trigger']}"
         + (
-            f" (recall tolerance {record.get('recall_tolerance', '-')}, then "
-            f"{record.get('adapt_ac_updates', 0)} policy updates in imagination after a "
-            "fitted token)"
+            f" (recall tolerance {record.get('recall_tolerance', '-')}; after a fitted "
+            + (
+                f"token {record['adapt_ac_updates']} policy updates in imagination on it)"
+                if record.get("adapt_ac_updates")
+                else "token the policy acts with the best known one)"
+            )
             if record["adapt_trigger"] != "none"
             else ""
         )

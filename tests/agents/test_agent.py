@@ -728,12 +728,14 @@ def test_oracle_training_gives_every_regime_its_own_slot(tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize("updates", [0, 3])
-def test_a_fitted_token_trains_the_policy_in_imagination(
+def test_after_a_fitted_token_the_policy_trains_on_it_or_acts_with_the_best_known(
     debug_run: Path, monkeypatch: pytest.MonkeyPatch, updates: int
 ) -> None:
-    """After a new token is fitted (here in evaluation, where learning is off) the agent
-    runs ``adapt_ac_updates`` actor-critic steps in imagination under that token: the
-    actor changes, the world model does not."""
+    """After a new token is fitted in evaluation (learning off): with
+    ``adapt_ac_updates`` > 0 the agent runs that many actor-critic steps in imagination
+    under the new token and acts with it (the actor changes, the world model does not);
+    with 0 the actor is untouched and acts with the best known slot's token, while the
+    world model's predictions use the new one."""
     from mbrl_causal.agents.evaluate import _load
 
     agent = _load(_latest(debug_run), 1, {"regime_schedule": 7}, {"adapt_ac_updates": updates})
@@ -747,7 +749,14 @@ def test_a_fitted_token_trains_the_policy_in_imagination(
             agent.adapter.add(0, obs, np.int64(0), nobs)
             agent._obs = nxt
         free = agent._free_slot()
-        monkeypatch.setattr(agent.adapter, "decide", lambda *a, **k: ("new", free, 1.0))
+        known = sorted(agent.used_slots)
+        best_known = known[-1]
+
+        def decide(*a: Any, **k: Any) -> tuple[str, int, float]:
+            agent.adapter.last_best, agent.adapter.last_reference = best_known, 1.0
+            return "new", free, 1.0
+
+        monkeypatch.setattr(agent.adapter, "decide", decide)
         seen_tokens: list[torch.Tensor] = []
         update = agent.ac.update
 
@@ -772,6 +781,17 @@ def test_a_fitted_token_trains_the_policy_in_imagination(
         assert changed == (updates > 0)
         after = agent.model.state_dict()
         assert all(torch.equal(model[k], after[k]) for k in model if "codebook" not in k)
+        assert agent.policy_alias == ({} if updates else {free: best_known})
+        # the tokens the policy acts with: the new one after training on it, else the best
+        # known one
+        acted: list[torch.Tensor] = []
+        act = agent.ac.act
+        monkeypatch.setattr(agent.ac, "act", lambda f, *a: acted.append(f) or act(f, *a))
+        agent._env_step()
+        tok = acted[-1][0, -agent.model.codebook.weight.shape[1] :]
+        want = free if updates else best_known
+        assert torch.equal(tok, agent.model.codebook.weight[want].detach())
+        assert int(agent.env_slot[0]) == free  # the world model keeps the new token
     finally:
         agent.close()
 

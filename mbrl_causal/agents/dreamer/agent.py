@@ -154,6 +154,9 @@ class CausalDreamer:
         # running training MSE per slot (EMA 0.98 over updates that sample the slot): the
         # yardstick of a recall, since regimes differ in how predictable they are
         self.slot_mse: dict[int, float] = {}
+        # evaluation: a freshly fitted slot -> the best known slot, whose token the policy
+        # acts with (it cannot train on the new one; the world model uses the new one)
+        self.policy_alias: dict[int, int] = {}
         self.last: dict[str, float] = {}
         self._obs: Any = None
         self._logger: R.RunLogger | None = None
@@ -185,6 +188,8 @@ class CausalDreamer:
         return self.model.encode(x)[:, 0]
 
     def _policy(self, z: torch.Tensor, slots: np.ndarray, deterministic: bool) -> np.ndarray:
+        if self.policy_alias:  # fitted slots the policy never trained on (evaluation)
+            slots = np.array([self.policy_alias.get(int(s), int(s)) for s in slots])
         with torch.no_grad():
             a = self.ac.act(features(z, self.tokens(slots)), self.gen, deterministic)
         return a.numpy()
@@ -298,7 +303,10 @@ class CausalDreamer:
         ref, best_slot = self.adapter.last_reference, self.adapter.last_best
         if kind == "new":
             self.used_slots.append(slot)
-            self._train_actor_on_token(batch, slot)
+            if c.adapt_ac_updates > 0:
+                self._train_actor_on_token(batch, slot)
+            elif not self.learning and best_slot >= 0:
+                self.policy_alias[slot] = best_slot
         if c.regime_info == "oracle":
             self.slot_of[true_regime] = slot
         self.env_slot[i] = slot
@@ -315,8 +323,6 @@ class CausalDreamer:
         step (3) of the spec's adaptation, "keep training", for the policy, which has
         never seen a freshly fitted token. Runs in evaluation too."""
         c = self.config
-        if c.adapt_ac_updates == 0:
-            return
         with torch.no_grad():
             z = self.model.encode(batch.obs).flatten(0, 1)  # (2 K, N, L)
         tok = self.tokens(np.full(c.imag_starts, slot))
