@@ -8,8 +8,9 @@
 #   neutral-<model>.json  evaluation on InterventionalPong-Neutral-v0 (return vs random)
 #   switch-<model>-<trigger>.json  held-out composite regimes after a switch, with the
 #                                  surprise trigger and with no adaptation
-#   switch-<model>-token-only.json the surprise trigger without the policy's training on
-#                                  a fitted token (--adapt-ac-updates 0)
+#   switch-<model>-ac200.json      the surprise trigger, with 200 policy updates in
+#                                  imagination after a fitted token (--adapt-ac-updates
+#                                  200; the default, 0, acts with the best known token)
 #   speed.json            updates/s (batch 16 x 64) and loop env steps/s
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +35,6 @@ for model in spartan s2ssm dense-transformer; do
       --adapt-trigger "$trigger" --json "$OUT/switch-$model-$trigger.json"
   done
   $BIN/mbrl-causal evaluate "$OUT/switch-$model" --regimes composite --episodes 5 \
-    --adapt-trigger surprise --adapt-ac-updates 0 --json "$OUT/switch-$model-token-only.json"
+    --adapt-trigger surprise --adapt-ac-updates 200 --json "$OUT/switch-$model-ac200.json"
 done
 $BIN/mbrl-causal bench agent --json "$OUT/speed.json"
