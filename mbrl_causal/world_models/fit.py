@@ -167,6 +167,7 @@ def _train(
         log=log,
         log_every=f.log_every,
         on_step=on_step,
+        reference=f.tau_reference == "dense" and run.model.sparse and run.model.tau is None,
     )
     return model
 

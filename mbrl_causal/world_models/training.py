@@ -17,11 +17,15 @@ data. TensorBoard keys (all means over the logged step's batch):
   layers, logit units squared: how far the gates ran past their soft clip),
   ``causal/edges`` and ``causal/shd`` (predicted edges and SHD per transition against the
   env's local graphs, gates sampled as in training);
-- ``time/steps_per_s``: gradient steps per second of wall time.
+- ``time/steps_per_s``: gradient steps per second of wall time;
+- with a dense reference (``train(..., reference=True)``, fit's default):
+  ``reference/mse`` (the dense twin's next-latent MSE on the same batch, same unit as
+  ``world_model/mse``); ``causal/tau`` then follows ``tau_factor`` x its moving average.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -39,6 +43,8 @@ from mbrl_causal.world_models.sparsity import ObjectLagrangians, SparsityLagrang
 Lagrangian = SparsityLagrangian | ObjectLagrangians
 
 __all__ = [
+    "DENSE_TWIN",
+    "DenseReference",
     "NonFiniteLoss",
     "choose_threshold",
     "clip_gradients",
@@ -74,12 +80,66 @@ def make_lagrangian(model: WorldModel) -> Lagrangian:
     )
 
 
-def feed_lagrangian(lag: Lagrangian, terms: LossTerms) -> None:
-    """Update lambda from a train step's MSE (per object or averaged, as ``lag`` wants)."""
+def feed_lagrangian(lag: Lagrangian, terms: LossTerms, reference: LossTerms | None = None) -> None:
+    """Update lambda from a train step's MSE (per object or averaged, as ``lag`` wants);
+    ``reference``: the dense twin's terms on the same batch (:class:`DenseReference`)."""
     if isinstance(lag, ObjectLagrangians):
-        lag.update(terms.mse_objects.detach().cpu().tolist())
+        ref = None if reference is None else reference.mse_objects.detach().cpu().tolist()
+        lag.update(terms.mse_objects.detach().cpu().tolist(), ref)
     else:
-        lag.update(float(terms.mse.detach()))
+        lag.update(float(terms.mse.detach()), None if reference is None else float(reference.mse))
+
+
+DENSE_TWIN = {"spartan": "dense-transformer", "s2ssm": "dense-ssm"}
+"""The dense baseline of each sparse model: the same network with the gate off."""
+
+
+class DenseReference:
+    """A dense twin trained beside a sparse model, on the same batches, for the tau of its
+    Lagrangian (:mod:`~mbrl_causal.world_models.sparsity`, "A live dense reference").
+
+    The twin is the sparse model's dense baseline (:data:`DENSE_TWIN`) with the same sizes,
+    regimes and action space, its own Adam with the same learning-rate schedule, and a
+    seed of its own. It costs one more forward and backward pass per train step; it is
+    not saved (it exists only to set tau while the sparse model trains).
+    """
+
+    def __init__(
+        self, model: WorldModel, steps: int, lr: float, grad_clip: float, seed: int
+    ) -> None:
+        if model.config.name not in DENSE_TWIN:
+            raise ValueError(
+                f"a dense reference is for the sparse models {sorted(DENSE_TWIN)}, "
+                f"not {model.config.name!r}"
+            )
+        with torch.random.fork_rng():  # leave the sparse model's random stream alone
+            torch.manual_seed(seed + 1)
+            self.model = WorldModel(
+                dataclasses.replace(model.config, name=DENSE_TWIN[model.config.name]),
+                model.regime_ids,
+                model.action_dim,
+                model.discrete_actions,
+            )
+        self.model.train()
+        self.grad_clip = grad_clip
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=lr)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, _cosine(steps))
+
+    def step(self, batch: SequenceBatch) -> LossTerms:
+        """One update of the twin on ``batch``; returns its loss terms (detached)."""
+        terms, _ = self.model.loss(batch, 0.0)
+        check_finite(terms)
+        self.opt.zero_grad(set_to_none=True)
+        terms.total.backward()
+        clip_gradients(self.model, self.grad_clip, "dense reference")
+        self.opt.step()
+        self.sched.step()
+        return LossTerms(*(t.detach() for t in terms))
+
+
+def _cosine(steps: int) -> Callable[[int], float]:
+    """Learning-rate factor: cosine decay from 1 to 0.1 over ``steps``."""
+    return lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s / steps, 1.0)))
 
 
 def check_finite(terms: LossTerms) -> None:
@@ -126,22 +186,25 @@ def train(
     log: Callable[[str, float, int], None] | None = None,
     log_every: int = 50,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
+    reference: bool = False,
 ) -> dict[str, float]:
     """Train ``model`` for ``steps`` gradient steps on batches from ``sample``.
 
     Adam with a cosine decay of the learning rate to 10%; the Lagrangian (sparse models)
-    sets the weight of the path count. Returns the last logged figures.
+    sets the weight of the path count. With ``reference`` (sparse models only) a
+    :class:`DenseReference` trains beside the model and sets the Lagrangian's tau.
+    Returns the last logged figures.
     """
     lag = lagrangian if lagrangian is not None else make_lagrangian(model)
+    twin = DenseReference(model, steps, lr, grad_clip, seed) if reference else None
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s / steps, 1.0)))
-    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _cosine(steps))
     gen = torch.Generator().manual_seed(seed)
     model.train()
     start, last = time.perf_counter(), {}
     for step in range(1, steps + 1):
         batch = sample()
+        ref = twin.step(batch) if twin is not None else None
         weight = lag.value if model.config.sparse else 0.0
         terms, out = model.loss(batch, weight, gen)
         check_finite(terms)
@@ -151,9 +214,11 @@ def train(
         opt.step()
         sched.step()
         if model.config.sparse:
-            feed_lagrangian(lag, terms)
+            feed_lagrangian(lag, terms, ref)
         if step % log_every == 0 or step == steps:
             last = _figures(terms, out.graph, batch, lag, step / (time.perf_counter() - start))
+            if ref is not None:
+                last["reference/mse"] = float(ref.mse)
             if log is not None:
                 for k, v in last.items():
                     log(k, v, step)

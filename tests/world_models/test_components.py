@@ -35,7 +35,13 @@ from mbrl_causal.world_models.ssm import (
     mamba_ssm_available,
     selective_scan,
 )
-from mbrl_causal.world_models.training import NonFiniteLoss, clip_gradients, make_lagrangian, train
+from mbrl_causal.world_models.training import (
+    DenseReference,
+    NonFiniteLoss,
+    clip_gradients,
+    make_lagrangian,
+    train,
+)
 
 N_OBJECTS = 4
 M_TOKENS = N_OBJECTS + 2  # objects, action, regime
@@ -625,6 +631,74 @@ def test_object_lagrangians_automatic_tau_per_object() -> None:
         ObjectLagrangians(tau=[1.0, 1.0, 1.0], warmup=0).update([0.1, 0.1])
 
 
+def test_lagrangian_tau_follows_a_dense_reference() -> None:
+    lag = SparsityLagrangian(tau=None, tau_factor=1.5, warmup=2, ema=0.5, lr=0.1)
+    lag.update(1.0, reference=0.4)
+    assert lag.tau is None and lag.value == 0.0  # warm-up: nothing set yet
+    lag.update(1.0, reference=0.2)  # reference average 0.4 -> 0.3
+    assert math.isclose(lag.reference_avg, 0.3) and math.isclose(lag.tau, 1.5 * 0.3)
+    lag.update(1.0, reference=0.1)  # the reference keeps learning: tau follows it down
+    assert math.isclose(lag.tau, 1.5 * 0.2)
+    # the rule without a reference would have frozen tau at 1.5 x the model's own average
+    frozen = SparsityLagrangian(tau=None, tau_factor=1.5, warmup=2, ema=0.5, lr=0.1)
+    for _ in range(3):
+        frozen.update(1.0)
+    assert math.isclose(frozen.tau, 1.5)
+    # a fixed tau is kept whatever the reference
+    fixed = SparsityLagrangian(tau=0.7, warmup=0, ema=0.5)
+    fixed.update(1.0, reference=0.01)
+    assert fixed.tau == 0.7 and math.isclose(fixed.reference_avg, 0.01)
+    # the reference average is part of the state, and a state without it still loads
+    copy = SparsityLagrangian(tau=None, tau_factor=1.5, warmup=2, ema=0.5, lr=0.1)
+    copy.load_state_dict(lag.state_dict())
+    assert copy.update(0.3, reference=0.05) == lag.update(0.3, reference=0.05)
+    assert copy.tau == lag.tau
+    old = {k: v for k, v in lag.state_dict().items() if k != "reference_avg"}
+    copy.load_state_dict(old)
+    assert copy.reference_avg is None
+    before = lag.state_dict()
+    with pytest.raises(ValueError, match="reference MSE"):
+        lag.update(0.3, reference=math.nan)
+    assert lag.state_dict() == before
+
+
+def test_object_lagrangians_take_one_reference_per_object() -> None:
+    lag = ObjectLagrangians(tau=None, tau_factor=2.0, warmup=1, ema=0.0)
+    lag.update([1.0, 10.0], reference=[0.5, 3.0])
+    assert lag.tau == [1.0, 6.0]  # each object's own reference, times tau_factor
+    with pytest.raises(ValueError, match="2 MSEs but 3 reference MSEs"):
+        lag.update([1.0, 1.0], reference=[1.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match="reference"):
+        lag.update([1.0, 1.0], reference=[1.0, math.inf])
+    assert lag.tau == [1.0, 6.0]
+
+
+def test_training_with_a_dense_reference_sets_tau_from_the_twin() -> None:
+    model = make_model("spartan", sparsity_warmup=3)
+    lag = make_lagrangian(model)
+    logged: dict[str, list[float]] = {}
+    data_gen = torch.Generator().manual_seed(0)
+
+    def sample() -> SequenceBatch:
+        return make_batch(4, 6, seed=int(torch.randint(0, 10_000, (1,), generator=data_gen)))
+
+    def log(key: str, value: float, step: int) -> None:
+        logged.setdefault(key, []).append(value)
+
+    train(model, sample, 12, lr=1e-2, seed=0, lagrangian=lag, log=log, log_every=4,
+          reference=True)  # fmt: skip
+    assert isinstance(lag, ObjectLagrangians)
+    for part in lag.parts:  # tau is tau_factor x the twin's average, not the model's
+        assert part.reference_avg is not None and part.reference_avg > 0
+        assert math.isclose(part.tau, model.config.tau_factor * part.reference_avg)
+        assert not math.isclose(part.reference_avg, part.mse_avg)
+    assert len(logged["reference/mse"]) == 3 and all(v > 0 for v in logged["reference/mse"])
+    with pytest.raises(ValueError, match="for the sparse models"):
+        DenseReference(make_model("dense-transformer"), 10, 1e-3, 1.0, 0)
+    twin = DenseReference(make_model("s2ssm"), 10, 1e-3, 1.0, 0)
+    assert twin.model.config.name == "dense-ssm" and not twin.model.config.sparse
+
+
 def test_make_lagrangian_follows_the_config() -> None:
     assert isinstance(make_lagrangian(make_model("spartan")), ObjectLagrangians)
     total = make_model("spartan", sparsity_constraint="total")
@@ -884,6 +958,13 @@ def test_files_from_before_per_object_constraints_load_with_the_total_one(tmp_pa
     loaded = WorldModel.load(save_without_field(model, tmp_path / "old.pt", "sparsity_constraint"))
     assert loaded.config.sparsity_constraint == "total"
     assert isinstance(make_lagrangian(loaded), SparsityLagrangian)
+
+
+def test_files_from_before_the_logit_penalty_default_train_without_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    model = make_model("spartan", seed=4, gate_logit_weight=0.0)
+    assert WorldModelConfig().gate_logit_weight == 1.0  # today's default
+    loaded = WorldModel.load(save_without_field(model, tmp_path / "old.pt", "gate_logit_weight"))
+    assert loaded.config.gate_logit_weight == 0.0  # a resumed run keeps its objective
 
 
 @pytest.mark.parametrize("name", SPARSE_MODELS)

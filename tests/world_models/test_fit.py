@@ -75,6 +75,7 @@ def test_fit_debug_end_to_end(tmp_path: Path, model: str, obs: str) -> None:
         (["--regimes", "nosuchregime"], "nosuchregime"),
         (["--set", "d_model=-4"], "d_model"),
         (["--set", "train_steps=5"], "--train-steps"),
+        (["--set", "tau_reference=median"], "tau_reference must be one of dense, warmup"),
     ],
 )
 def test_fit_bad_input_exits_2(
@@ -163,3 +164,24 @@ def test_few_shot_windows_longer_than_any_episode_fail_clearly(tmp_path: Path) -
 
     with pytest.raises(ValueError, match="only 0 of 1 adaptation trajectories of 1200 steps"):
         _adaptation_windows(_debug_run(tmp_path), "InterventionalPong-v0", 7, 1, 1200, tries=2)
+
+
+def test_fit_with_a_dense_reference_logs_it_and_sets_tau_from_it(tmp_path: Path) -> None:
+    """``--set tau_reference=dense``: the dense twin trains beside the model; its MSE is
+    logged and the Lagrangian's tau is tau_factor x its average (not the model's own)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    args = ["--world-model", "spartan", "--out", str(out), "--no-progress"]
+    sets = ["threads=1", "tau_reference=dense", "robustness=false", "few_shot_reference=false"]
+    assert main(["fit", "--preset", "debug", *args, *[a for s in sets for a in ("--set", s)]]) == 0
+    record = json.loads((out / "fit.json").read_text())
+    assert record["config"]["fit"]["tau_reference"] == "dense"
+    events = EventAccumulator(str(out / "tb"))
+    events.Reload()
+    ref = [e.value for e in events.Scalars("reference/mse")]
+    own = [e.value for e in events.Scalars("world_model/mse")]
+    tau = [e.value for e in events.Scalars("causal/tau")]
+    assert len(ref) == len(own) == len(tau) >= 3 and all(v > 0 for v in ref)
+    assert ref != own  # a second network, not the model's own figure
+    assert tau[-1] > 0
