@@ -89,20 +89,23 @@ class WorldModelConfig:
     """Weight of the penalty ``mean(relu(|raw| - 6)**2)`` on the gates' raw logits (summed
     over layers): keeps them inside the +-6 soft clip, where the gates still get gradients
     (0: off, the behaviour of saved files without this field; see HardGate.logits). On by
-    default since it was measured to give the better graphs and errors on Interventional
-    Pong for both sparse models (README "World-model results"); without it the raw
-    logits run to +-40 to +-95 within 3,000 fit steps and the gates freeze."""
+    default since it gave the better graphs on Interventional Pong in ``fit`` for both
+    sparse models (SPARTAN two seeds, with a lower error too; S2-SSM one seed, error 6 %
+    higher; README "World-model results"); without it SPARTAN's raw logits ran to +-12 to
+    +-95 within 3,000 fit steps and the gates froze. The agents use the same default."""
     sparsity_constraint: str = "per_object"
     """``per_object``: one Lagrangian per child object, each on that object's own MSE (its
     lambda prices the paths into it); ``total``: one on the MSE averaged over objects."""
     tau: float | None = None
     """Constraint level E[MSE] <= tau of the sparsity Lagrangian (``per_object``: the same
     level for each object's own MSE); None: set automatically to ``tau_factor`` x the
-    moving-average MSE (per object) at the end of ``sparsity_warmup``."""
+    moving-average MSE (per object) at the end of ``sparsity_warmup``, or, with ``fit
+    --set tau_reference=dense``, x a dense twin's moving-average MSE at every step."""
     tau_factor: float = 1.1
-    """Slack over the warm-up MSE when ``tau`` is automatic."""
+    """Slack over the warm-up MSE (or the dense twin's MSE) when ``tau`` is automatic."""
     sparsity_warmup: int = 300
-    """Train steps with lambda = 0 before the Lagrangian starts (the dense reference)."""
+    """Train steps with lambda = 0 before the Lagrangian starts (the model with every gate
+    free: its MSE then is the warm-up rule's reference)."""
     lambda_init: float = 1e-4
     """Lambda when the Lagrangian starts (weight of one path of the path matrix)."""
     lambda_lr: float = 0.02

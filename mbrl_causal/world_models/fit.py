@@ -167,7 +167,7 @@ def _train(
         log=log,
         log_every=f.log_every,
         on_step=on_step,
-        reference=f.tau_reference == "dense" and run.model.sparse and run.model.tau is None,
+        reference=f.tau_reference == "dense",
     )
     return model
 
@@ -328,6 +328,14 @@ def fit(run: FitRun, env: str | None = None) -> dict[str, Any]:
     env = env or f.env
     if env not in gym.registry:  # checked before anything is written
         raise ValueError(f"unknown env id {env!r}; `mbrl-causal envs` lists them")
+    if f.tau_reference == "dense" and not (
+        run.model.sparse and run.model.tau is None and run.model.obs == "objects"
+    ):
+        raise ValueError(
+            "tau_reference=dense needs a sparse model (spartan, s2ssm) with an automatic tau "
+            f"(tau unset) in objects mode; got {run.model.name!r}, tau={run.model.tau!r}, "
+            f"obs={run.model.obs!r} (use tau_reference=warmup)"
+        )
     if f.threads:
         torch.set_num_threads(f.threads)
     torch.manual_seed(run.seed)

@@ -58,7 +58,8 @@ class SparsityLagrangian:
 
     Args:
         tau: Constraint level, or None for automatic (see the module doc).
-        tau_factor: Slack over the warm-up MSE when tau is automatic.
+        tau_factor: Slack over the warm-up MSE (or the reference, see :meth:`update`) when
+            tau is automatic.
         warmup: Updates with lambda = 0 before the Lagrangian starts.
         lambda_init, lambda_min, lambda_max: Start and bounds of lambda.
         lr: Largest step of log(lambda) per update.

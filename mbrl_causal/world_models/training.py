@@ -18,9 +18,10 @@ data. TensorBoard keys (all means over the logged step's batch):
   ``causal/edges`` and ``causal/shd`` (predicted edges and SHD per transition against the
   env's local graphs, gates sampled as in training);
 - ``time/steps_per_s``: gradient steps per second of wall time;
-- with a dense reference (``train(..., reference=True)``, fit's default):
-  ``reference/mse`` (the dense twin's next-latent MSE on the same batch, same unit as
-  ``world_model/mse``); ``causal/tau`` then follows ``tau_factor`` x its moving average.
+- with a dense reference (``train(..., reference=True)``; ``fit --set
+  tau_reference=dense``, objects mode only): ``reference/mse`` (the dense twin's
+  next-step MSE per object feature on the same batch, the unit of ``world_model/mse``);
+  ``causal/tau`` then follows ``tau_factor`` x its moving average.
 """
 
 from __future__ import annotations
@@ -99,9 +100,11 @@ class DenseReference:
     Lagrangian (:mod:`~mbrl_causal.world_models.sparsity`, "A live dense reference").
 
     The twin is the sparse model's dense baseline (:data:`DENSE_TWIN`) with the same sizes,
-    regimes and action space, its own Adam with the same learning-rate schedule, and a
-    seed of its own. It costs one more forward and backward pass per train step; it is
-    not saved (it exists only to set tau while the sparse model trains).
+    regimes and action space, on the model's device and dtype, with its own Adam with the
+    same learning-rate schedule and a seed of its own. It costs one more forward and
+    backward pass per train step; it is not saved (it exists only to set tau while the
+    sparse model trains). Objects mode only: in pixels mode the twin would have its own
+    VAE, and its latent error would not be in the model's units.
     """
 
     def __init__(
@@ -112,6 +115,11 @@ class DenseReference:
                 f"a dense reference is for the sparse models {sorted(DENSE_TWIN)}, "
                 f"not {model.config.name!r}"
             )
+        if model.config.obs != "objects":
+            raise ValueError(
+                f"a dense reference needs obs='objects', got {model.config.obs!r} (a pixels "
+                "twin has its own VAE, so its latent error is not in the model's units)"
+            )
         with torch.random.fork_rng():  # leave the sparse model's random stream alone
             torch.manual_seed(seed + 1)
             self.model = WorldModel(
@@ -120,7 +128,8 @@ class DenseReference:
                 model.action_dim,
                 model.discrete_actions,
             )
-        self.model.train()
+        like = next(model.parameters())
+        self.model.to(device=like.device, dtype=like.dtype).train()
         self.grad_clip = grad_clip
         self.opt = torch.optim.Adam(self.model.parameters(), lr=lr)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, _cosine(steps))
@@ -128,7 +137,7 @@ class DenseReference:
     def step(self, batch: SequenceBatch) -> LossTerms:
         """One update of the twin on ``batch``; returns its loss terms (detached)."""
         terms, _ = self.model.loss(batch, 0.0)
-        check_finite(terms)
+        check_finite(terms, "dense reference")
         self.opt.zero_grad(set_to_none=True)
         terms.total.backward()
         clip_gradients(self.model, self.grad_clip, "dense reference")
@@ -142,13 +151,13 @@ def _cosine(steps: int) -> Callable[[int], float]:
     return lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s / steps, 1.0)))
 
 
-def check_finite(terms: LossTerms) -> None:
-    """Raise :class:`NonFiniteLoss` naming the first NaN/inf term."""
+def check_finite(terms: LossTerms, what: str = "world-model") -> None:
+    """Raise :class:`NonFiniteLoss` naming the first NaN/inf term (of ``what``)."""
     items = list(terms._asdict().items())
     for name, value in items[1:] + items[:1]:  # the terms first: "total" is NaN with any
         if not torch.isfinite(value).all():
             raise NonFiniteLoss(
-                f"world-model loss term {name!r} is {value.tolist()}; the update was skipped "
+                f"{what} loss term {name!r} is {value.tolist()}; the update was skipped "
                 "(lower the learning rate or check the data)"
             )
 

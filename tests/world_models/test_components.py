@@ -695,8 +695,34 @@ def test_training_with_a_dense_reference_sets_tau_from_the_twin() -> None:
     assert len(logged["reference/mse"]) == 3 and all(v > 0 for v in logged["reference/mse"])
     with pytest.raises(ValueError, match="for the sparse models"):
         DenseReference(make_model("dense-transformer"), 10, 1e-3, 1.0, 0)
+    with pytest.raises(ValueError, match="needs obs='objects', got 'pixels'"):
+        DenseReference(make_model("spartan", obs="pixels", image_size=32), 10, 1e-3, 1.0, 0)
     twin = DenseReference(make_model("s2ssm"), 10, 1e-3, 1.0, 0)
     assert twin.model.config.name == "dense-ssm" and not twin.model.config.sparse
+    before = [p.detach().clone() for p in twin.model.parameters()]
+    for i in range(3):
+        twin.step(make_batch(seed=i))
+    assert any(not torch.equal(a, p) for a, p in zip(before, twin.model.parameters(), strict=True))
+    assert twin.opt.param_groups[0]["lr"] < 1e-3  # the same cosine decay as the model
+
+
+def test_a_dense_reference_leaves_the_model_training_unchanged() -> None:
+    """During the warm-up (lambda 0) the twin changes nothing of the sparse model's
+    training: same weights with and without it (it draws from no shared random stream)."""
+
+    def run(reference: bool) -> list[torch.Tensor]:
+        model = make_model("spartan", sparsity_warmup=10)
+        data_gen = torch.Generator().manual_seed(0)
+
+        def sample() -> SequenceBatch:
+            return make_batch(4, 6, seed=int(torch.randint(0, 99, (1,), generator=data_gen)))
+
+        torch.manual_seed(3)
+        train(model, sample, 6, lr=1e-2, seed=0, log_every=100, reference=reference)
+        return [p.detach() for p in model.parameters()]
+
+    for a, b in zip(run(False), run(True), strict=True):
+        assert torch.equal(a, b)
 
 
 def test_make_lagrangian_follows_the_config() -> None:

@@ -76,6 +76,12 @@ def test_fit_debug_end_to_end(tmp_path: Path, model: str, obs: str) -> None:
         (["--set", "d_model=-4"], "d_model"),
         (["--set", "train_steps=5"], "--train-steps"),
         (["--set", "tau_reference=median"], "tau_reference must be one of dense, warmup"),
+        (
+            ["--world-model", "dense-transformer", "--set", "tau_reference=dense"],
+            "tau_reference=dense needs a sparse model",
+        ),
+        (["--set", "tau_reference=dense", "--set", "tau=0.01"], "tau=0.01"),
+        (["--obs", "pixels", "--set", "tau_reference=dense"], "obs='pixels'"),
     ],
 )
 def test_fit_bad_input_exits_2(
@@ -184,4 +190,6 @@ def test_fit_with_a_dense_reference_logs_it_and_sets_tau_from_it(tmp_path: Path)
     tau = [e.value for e in events.Scalars("causal/tau")]
     assert len(ref) == len(own) == len(tau) >= 3 and all(v > 0 for v in ref)
     assert ref != own  # a second network, not the model's own figure
-    assert tau[-1] > 0
+    # the debug preset's warm-up ends at step 10: the warm-up rule would then freeze tau;
+    # with the reference it moves with the twin's average at every step
+    assert tau[-1] > 0 and tau[-2] > 0 and tau[-1] != tau[-2]
