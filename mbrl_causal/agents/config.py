@@ -33,7 +33,7 @@ REGIME_INFO: tuple[str, ...] = ("oracle", "none")
 ADAPT_TRIGGERS: tuple[str, ...] = ("oracle", "surprise", "none")
 PRESET_DIR = Path(__file__).parent / "presets"
 FIXED_ON_RESUME: tuple[str, ...] = ("env", "obs", "world_model", "num_envs", "hidden",
-                                    "chunk_len", "regime_info")  # fmt: skip
+                                    "chunk_len", "regime_info", "tau_reference")  # fmt: skip
 """Agent fields that cannot change on resume (networks, env, replay layout)."""
 
 
@@ -138,14 +138,22 @@ class AgentConfig:
     """Episodes per regime of the evaluation at the end of ``train`` (0: none)."""
     threads: int = 0
     """torch threads (0: leave torch's default)."""
+    tau_reference: str = "warmup"
+    """Where the sparsity Lagrangian's automatic tau comes from (sparse world models):
+    ``warmup`` (tau_factor x the model's MSE at the end of its warm-up, then fixed) or
+    ``dense`` (a dense twin of the world model learns from the same replay batches, one
+    more world-model update per update; tau = tau_factor x its running MSE, set again at
+    every update; objects mode only). As ``fit --set tau_reference``; README "Agent
+    results" has what each gave."""
 
     def __post_init__(self) -> None:
-        from mbrl_causal.world_models.config import OBS_SETTINGS, WORLD_MODELS
+        from mbrl_causal.world_models.config import OBS_SETTINGS, TAU_REFERENCES, WORLD_MODELS
 
         _one_of("world_model", self.world_model, WORLD_MODELS)
         _one_of("obs", self.obs, OBS_SETTINGS)
         _one_of("regime_info", self.regime_info, REGIME_INFO)
         _one_of("adapt_trigger", self.adapt_trigger, ADAPT_TRIGGERS)
+        _one_of("tau_reference", self.tau_reference, TAU_REFERENCES)
         for k in ("num_envs", "total_steps", "batch_size", "seq_len", "horizon", "imag_starts",
                   "ac_updates", "hidden", "replay_capacity", "chunk_len", "adapt_k",
                   "adapt_fit_steps", "log_every", "checkpoint_every",

@@ -108,8 +108,10 @@ class DenseReference:
     """
 
     def __init__(
-        self, model: WorldModel, steps: int, lr: float, grad_clip: float, seed: int
+        self, model: WorldModel, steps: int | None, lr: float, grad_clip: float, seed: int
     ) -> None:
+        """``steps``: length of the cosine learning-rate decay (None: a constant rate, as
+        the agent's world model has)."""
         if model.config.name not in DENSE_TWIN:
             raise ValueError(
                 f"a dense reference is for the sparse models {sorted(DENSE_TWIN)}, "
@@ -132,7 +134,9 @@ class DenseReference:
         self.model.to(device=like.device, dtype=like.dtype).train()
         self.grad_clip = grad_clip
         self.opt = torch.optim.Adam(self.model.parameters(), lr=lr)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, _cosine(steps))
+        self.sched = (
+            None if steps is None else torch.optim.lr_scheduler.LambdaLR(self.opt, _cosine(steps))
+        )
 
     def step(self, batch: SequenceBatch) -> LossTerms:
         """One update of the twin on ``batch``; returns its loss terms (detached)."""
@@ -142,8 +146,23 @@ class DenseReference:
         terms.total.backward()
         clip_gradients(self.model, self.grad_clip, "dense reference")
         self.opt.step()
-        self.sched.step()
+        if self.sched is not None:
+            self.sched.step()
         return LossTerms(*(t.detach() for t in terms))
+
+    def state_dict(self) -> dict[str, Any]:
+        """The twin's weights and optimiser (and schedule) state, for checkpoints."""
+        return {
+            "model": self.model.state_dict(),
+            "opt": self.opt.state_dict(),
+            "sched": None if self.sched is None else self.sched.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        if self.sched is not None and state.get("sched") is not None:
+            self.sched.load_state_dict(state["sched"])
 
 
 def _cosine(steps: int) -> Callable[[int], float]:

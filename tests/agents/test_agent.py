@@ -35,7 +35,8 @@ QUIET = ["--no-progress", "--no-eval"]
 FAST = [*QUIET, "--set", "threads=1"]
 PNG = b"\x89PNG\r\n\x1a\n"
 FIXED_VALUES = {"env": "InterventionalPong-Neutral-v0", "obs": "pixels", "world_model": "s2ssm",
-                "num_envs": 4, "hidden": 64, "chunk_len": 64, "regime_info": "none"}  # fmt: skip
+                "num_envs": 4, "hidden": 64, "chunk_len": 64, "regime_info": "none",
+                "tau_reference": "dense"}  # fmt: skip
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -227,14 +228,16 @@ def _without_time(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for r in records if r["kind"] == "scalars"]  # fmt: skip
 
 
-@pytest.mark.parametrize("regimes", ["oracle", "adapting"])
+@pytest.mark.parametrize("regimes", ["oracle", "adapting", "dense-reference"])
 def test_resume_after_kill_matches_uninterrupted_run(tmp_path: Path, regimes: str) -> None:
     """``adapting``: no regime information, switches trigger recall-or-fit, so the
-    adapter's buffers, the per-slot errors and the fitted tokens cross the resume too."""
+    adapter's buffers, the per-slot errors and the fitted tokens cross the resume too.
+    ``dense-reference``: ``tau_reference=dense``, so the dense twin crosses it too."""
     preset_agent, _ = load_preset("debug")
     n, c = preset_agent["total_steps"], preset_agent["checkpoint_every"]
     assert preset_agent["prefill"] < c < n
-    extra = ["regime_info=none", "adapt_trigger=oracle"] if regimes == "adapting" else []
+    extra = {"oracle": [], "adapting": ["regime_info=none", "adapt_trigger=oracle"],
+             "dense-reference": ["tau_reference=dense"]}[regimes]  # fmt: skip
 
     def new(name: str) -> CausalDreamer:
         return _new_run(TrainRequest(preset="debug", logdir=str(tmp_path / name), seed=7,
@@ -284,6 +287,15 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path: Path, regimes: st
     if regimes == "adapting":
         assert [e for e in a.events if e.step > c], "adaptations after the kill (precondition)"
         assert a.slot_mse == r.slot_mse
+    if regimes == "dense-reference":
+        assert a.reference is not None and r.reference is not None
+        for k, v in a.reference.model.state_dict().items():
+            assert torch.equal(v, r.reference.model.state_dict()[k]), k
+        assert a.lagrangian.state_dict() == r.lagrangian.state_dict()
+        parts = a.lagrangian.parts  # type: ignore[union-attr]
+        assert all(p.reference_avg is not None for p in parts)
+        assert all(p.tau == pytest.approx(p.tau_factor * p.reference_avg) for p in parts)
+        assert any("reference/mse" in rec for rec in _records(tmp_path / "A"))
     # one consistent history: the killed part's logs were dropped and written again
     assert _without_time(_records(tmp_path / "A")) == _without_time(_records(run_b))
 
@@ -903,3 +915,19 @@ def test_training_keeps_a_running_error_per_slot_and_adapts_against_it(
         assert seen["ref"] == {s: saved.get(s, resumed.mse_avg) for s in known}
     finally:
         resumed.close()
+
+
+@pytest.mark.parametrize(
+    ("world_model", "extra", "needle"),
+    [("dense-transformer", [], "'dense-transformer', tau=None"),
+     ("spartan", ["tau=0.01"], "'spartan', tau=0.01")],
+)  # fmt: skip
+def test_dense_reference_needs_a_sparse_model_with_automatic_tau(
+    tmp_path: Path, world_model: str, extra: list[str], needle: str
+) -> None:
+    overrides = ["tau_reference=dense", *extra]
+    request = TrainRequest(preset="debug", world_model=world_model, logdir=str(tmp_path / "r"),
+                           overrides=overrides, show_progress=False)  # fmt: skip
+    with pytest.raises(ValueError, match="tau_reference=dense needs a sparse world model") as e:
+        _new_run(request)
+    assert needle in str(e.value)

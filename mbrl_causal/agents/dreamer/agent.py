@@ -43,6 +43,7 @@ from mbrl_causal.world_models.config import WorldModelConfig, stored_world_model
 from mbrl_causal.world_models.metrics import GraphStats
 from mbrl_causal.world_models.model import SequenceBatch, WorldModel
 from mbrl_causal.world_models.training import (
+    DenseReference,
     check_finite,
     clip_gradients,
     feed_lagrangian,
@@ -128,6 +129,15 @@ class CausalDreamer:
             self.ac = ActorCritic(feat_dim, action_dim, self.discrete, cfg)
         self.wm_opt = torch.optim.Adam(self.model.parameters(), lr=cfg.wm_lr)
         self.lagrangian = make_lagrangian(self.model)
+        self.reference: DenseReference | None = None
+        if cfg.tau_reference == "dense":
+            if not (wm_cfg.sparse and wm_cfg.tau is None):
+                raise ValueError(
+                    "tau_reference=dense needs a sparse world model (spartan, s2ssm) with an "
+                    f"automatic tau (tau unset); got {wm_cfg.name!r}, tau={wm_cfg.tau!r} "
+                    "(use tau_reference=warmup)"
+                )
+            self.reference = DenseReference(self.model, None, cfg.wm_lr, cfg.grad_clip, self.seed)
         self.rng = np.random.default_rng(self.seed)
         self.gen = torch.Generator().manual_seed(self.seed)
         obs_keys = ("objects",) if cfg.obs == "objects" else ("objects", "pixels", "masks")
@@ -336,6 +346,7 @@ class CausalDreamer:
         c = self.config
         start = time.perf_counter()
         batch = self.replay.sample(c.batch_size, c.seq_len, self.rng)
+        ref = self.reference.step(batch) if self.reference is not None else None
         self.model.train()
         weight = self.lagrangian.value if self.model.config.sparse else 0.0
         terms, out = self.model.loss(batch, weight, self.gen)
@@ -347,7 +358,7 @@ class CausalDreamer:
         terms = type(terms)(*(t.detach() for t in terms))
         mse = float(terms.mse)
         if self.model.config.sparse:
-            feed_lagrangian(self.lagrangian, terms)
+            feed_lagrangian(self.lagrangian, terms, ref)
         self.mse_avg = mse if self.mse_avg is None else 0.98 * self.mse_avg + 0.02 * mse
         with torch.no_grad():
             z_all = self.model.encode(batch.obs)  # (B, T + 1, N, L) states of the batch
@@ -383,6 +394,7 @@ class CausalDreamer:
             "causal/gate_excess": float(terms.gate_excess),
             "causal/edges": g["edges"], "causal/shd": g["shd"],
             **{f"actor_critic/{k}": v for k, v in ac._asdict().items()},
+            **({} if ref is None else {"reference/mse": float(ref.mse)}),
             "time/update_s": time.perf_counter() - start,
         }  # fmt: skip
 
@@ -553,6 +565,7 @@ class CausalDreamer:
         payload = {
             **self._state(),
             "wm_opt": self.wm_opt.state_dict(), "lagrangian": self.lagrangian.state_dict(),
+            "reference": None if self.reference is None else self.reference.state_dict(),
             "counters": {"steps": self.steps, "updates": self.updates,
                          "episodes": self.episodes, "since_update": self.since_update},
             "rng": self.rng.bit_generator.state, "gen": self.gen.get_state(),
@@ -590,6 +603,12 @@ class CausalDreamer:
         agent.show_progress = show_progress
         agent.wm_opt.load_state_dict(body["wm_opt"])
         agent.lagrangian.load_state_dict(body["lagrangian"])
+        if agent.reference is not None:  # tau_reference is fixed on resume
+            if body.get("reference") is None:
+                raise ValueError(
+                    f"{rd} says tau_reference=dense but its checkpoint has no dense twin"
+                )
+            agent.reference.load_state_dict(body["reference"])
         cnt = body["counters"]
         agent.steps, agent.updates = cnt["steps"], cnt["updates"]
         agent.episodes, agent.since_update = cnt["episodes"], cnt["since_update"]
