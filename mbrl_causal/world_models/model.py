@@ -152,6 +152,7 @@ class WorldModel(nn.Module):
                 c.gate_bias_init,
                 c.gate_temperature,
                 c.gate_action_key,
+                c.gate_detach,
             )
         else:
             self.core = S2SSMCore(
@@ -167,6 +168,7 @@ class WorldModel(nn.Module):
                 c.gate_bias_init,
                 c.gate_temperature,
                 c.gate_action_key,
+                c.gate_detach,
             )
         self.out_norm = nn.LayerNorm(d)
         self.out_proj = nn.Linear(d, self.latent_dim)

@@ -41,6 +41,7 @@ class S2SSMCore(nn.Module):
         bias_init, temperature: Gate initial bias and relaxation temperature.
         action_key: Key of the action token in the gates (``value`` or ``type``, see
             :class:`~mbrl_causal.world_models.gates.HardGate`).
+        detach_gate: The gates read detached tokens (``WorldModelConfig.gate_detach``).
     """
 
     def __init__(
@@ -57,6 +58,7 @@ class S2SSMCore(nn.Module):
         bias_init: float = 3.0,
         temperature: float = 1.0,
         action_key: str = "type",
+        detach_gate: bool = False,
     ) -> None:
         super().__init__()
         self.norms = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(n_layers))
@@ -64,7 +66,16 @@ class S2SSMCore(nn.Module):
             MambaLayer(d_model, d_state, expand, d_conv, backend) for _ in range(n_layers)
         )
         self.mixers = nn.ModuleList(
-            GatedBlock(d_model, n_heads, mlp_hidden, sparse, bias_init, temperature, action_key)
+            GatedBlock(
+                d_model,
+                n_heads,
+                mlp_hidden,
+                sparse,
+                bias_init,
+                temperature,
+                action_key,
+                detach_gate,
+            )
             for _ in range(n_layers)
         )
 

@@ -61,8 +61,10 @@ class GatedBlock(nn.Module):
         bias_init: float,
         temperature: float,
         action_key: str = "type",
+        detach_gate: bool = False,
     ) -> None:
         super().__init__()
+        self.detach_gate = detach_gate
         self.norm1, self.norm2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
         self.attn = GatedAttention(d_model, n_heads)
         self.mlp = MLP(d_model, mlp_hidden, d_model)
@@ -77,7 +79,8 @@ class GatedBlock(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         y = self.norm1(x)
         if self.gate is not None:
-            a = self.gate(y, n_objects, generator)
+            # detach_gate: the gate's straight-through gradient trains the gate only
+            a = self.gate(y.detach() if self.detach_gate else y, n_objects, generator)
         else:
             a = fix_structure(torch.ones(x.shape[-2], x.shape[-2], device=x.device), n_objects)
             a = a.expand(*x.shape[:-2], -1, -1)
@@ -99,6 +102,7 @@ class SpartanCore(nn.Module):
         temperature: Gate relaxation temperature.
         action_key: Key of the action token in the gates (``value`` or ``type``, see
             :class:`~mbrl_causal.world_models.gates.HardGate`).
+        detach_gate: The gates read detached tokens (``WorldModelConfig.gate_detach``).
     """
 
     def __init__(
@@ -111,10 +115,20 @@ class SpartanCore(nn.Module):
         bias_init: float = 3.0,
         temperature: float = 1.0,
         action_key: str = "type",
+        detach_gate: bool = False,
     ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
-            GatedBlock(d_model, n_heads, mlp_hidden, sparse, bias_init, temperature, action_key)
+            GatedBlock(
+                d_model,
+                n_heads,
+                mlp_hidden,
+                sparse,
+                bias_init,
+                temperature,
+                action_key,
+                detach_gate,
+            )
             for _ in range(n_layers)
         )
 

@@ -986,11 +986,30 @@ def test_files_from_before_per_object_constraints_load_with_the_total_one(tmp_pa
     assert isinstance(make_lagrangian(loaded), SparsityLagrangian)
 
 
+@pytest.mark.parametrize("name", ["spartan", "s2ssm"])
+def test_detached_gates_send_no_gradient_into_the_tokens(name: str) -> None:
+    """``gate_detach``: the path count (a function of the gates only) trains the gates'
+    q, k and bias but not the tokeniser; without it the tokeniser gets a gradient."""
+    grads = {}
+    for detach in (False, True):
+        only_paths = {"token_weight": 0.0, "reward_weight": 0.0, "cont_weight": 0.0,
+                      "gate_logit_weight": 0.0}  # fmt: skip
+        model = make_model(name, seed=1, gate_detach=detach, **only_paths).train()
+        terms, _ = model.loss(make_batch(), 0.5, torch.Generator().manual_seed(0))
+        model.zero_grad()
+        terms.total.backward()
+        tok = model.in_proj[0].weight.grad
+        grads[detach] = 0.0 if tok is None else float(tok.abs().sum())
+        assert all(float(g.q.weight.grad.abs().sum()) > 0 for g in gates(model))
+    assert grads[False] > 0 and grads[True] == 0.0
+
+
 def test_files_from_before_the_logit_penalty_default_train_without_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
     model = make_model("spartan", seed=4, gate_logit_weight=0.0)
     assert WorldModelConfig().gate_logit_weight == 1.0  # today's default
     loaded = WorldModel.load(save_without_field(model, tmp_path / "old.pt", "gate_logit_weight"))
     assert loaded.config.gate_logit_weight == 0.0  # a resumed run keeps its objective
+    assert loaded.config.gate_detach is False
 
 
 @pytest.mark.parametrize("name", SPARSE_MODELS)
