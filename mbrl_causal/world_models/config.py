@@ -99,7 +99,8 @@ class WorldModelConfig:
     tokens that the prediction is made from. With gradients into the tokens (False, the
     behaviour of saved files without this field) SPARTAN with every gate open and no
     price predicted 1.39x worse than the dense transformer in ``fit``; with detached
-    tokens 1.12x (README "World-model results")."""
+    tokens 1.12x. Not the default: with the default price it was better on one seed and
+    worse on the other, on both error and graph (README "World-model results")."""
     sparsity_constraint: str = "per_object"
     """``per_object``: one Lagrangian per child object, each on that object's own MSE (its
     lambda prices the paths into it); ``total``: one on the MSE averaged over objects."""
