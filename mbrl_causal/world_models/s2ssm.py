@@ -65,18 +65,9 @@ class S2SSMCore(nn.Module):
         self.mambas: list[MambaLayer] = nn.ModuleList(  # type: ignore[assignment]
             MambaLayer(d_model, d_state, expand, d_conv, backend) for _ in range(n_layers)
         )
+        gate = (sparse, bias_init, temperature, action_key, detach_gate)
         self.mixers = nn.ModuleList(
-            GatedBlock(
-                d_model,
-                n_heads,
-                mlp_hidden,
-                sparse,
-                bias_init,
-                temperature,
-                action_key,
-                detach_gate,
-            )
-            for _ in range(n_layers)
+            GatedBlock(d_model, n_heads, mlp_hidden, *gate) for _ in range(n_layers)
         )
 
     def forward(

@@ -118,18 +118,9 @@ class SpartanCore(nn.Module):
         detach_gate: bool = False,
     ) -> None:
         super().__init__()
+        gate = (sparse, bias_init, temperature, action_key, detach_gate)
         self.layers = nn.ModuleList(
-            GatedBlock(
-                d_model,
-                n_heads,
-                mlp_hidden,
-                sparse,
-                bias_init,
-                temperature,
-                action_key,
-                detach_gate,
-            )
-            for _ in range(n_layers)
+            GatedBlock(d_model, n_heads, mlp_hidden, *gate) for _ in range(n_layers)
         )
 
     def forward(
