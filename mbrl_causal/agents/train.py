@@ -21,6 +21,7 @@ from mbrl_causal.agents import run as R
 from mbrl_causal.agents.config import FIXED_ON_RESUME, AgentConfig, load_preset
 from mbrl_causal.config import from_mapping, parse_overrides
 from mbrl_causal.world_models.config import WorldModelConfig
+from mbrl_causal.world_models.training import check_dense_reference
 
 __all__ = ["TrainRequest", "resolve_configs", "train_command"]
 
@@ -84,6 +85,8 @@ def _new_run(req: TrainRequest) -> Any:
     cfg, wm = resolve_configs(req)
     if cfg.env not in gym.registry:
         raise ValueError(f"unknown env id {cfg.env!r}; `mbrl-causal envs` lists them")
+    if cfg.tau_reference == "dense":  # before the run folder is made
+        check_dense_reference(wm)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_dir = Path(req.logdir or f"runs/{cfg.env}-{cfg.world_model}-{stamp}")
     if run_dir.exists() and not run_dir.is_dir():

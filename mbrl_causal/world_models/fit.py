@@ -46,6 +46,7 @@ from mbrl_causal.world_models.data import TransitionData, collect, parse_regimes
 from mbrl_causal.world_models.diagnostics import edge_diagnostics
 from mbrl_causal.world_models.model import WorldModel
 from mbrl_causal.world_models.training import (
+    check_dense_reference,
     choose_threshold,
     evaluate,
     rollout_mse,
@@ -328,14 +329,8 @@ def fit(run: FitRun, env: str | None = None) -> dict[str, Any]:
     env = env or f.env
     if env not in gym.registry:  # checked before anything is written
         raise ValueError(f"unknown env id {env!r}; `mbrl-causal envs` lists them")
-    if f.tau_reference == "dense" and not (
-        run.model.sparse and run.model.tau is None and run.model.obs == "objects"
-    ):
-        raise ValueError(
-            "tau_reference=dense needs a sparse model (spartan, s2ssm) with an automatic tau "
-            f"(tau unset) in objects mode; got {run.model.name!r}, tau={run.model.tau!r}, "
-            f"obs={run.model.obs!r} (use tau_reference=warmup)"
-        )
+    if f.tau_reference == "dense":
+        check_dense_reference(run.model)
     if f.threads:
         torch.set_num_threads(f.threads)
     torch.manual_seed(run.seed)

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mbrl_causal.world_models.config import WorldModelConfig
 from mbrl_causal.world_models.data import TransitionData
 from mbrl_causal.world_models.metrics import GraphStats
 from mbrl_causal.world_models.model import LossTerms, SequenceBatch, WorldModel
@@ -47,6 +48,7 @@ __all__ = [
     "DENSE_TWIN",
     "DenseReference",
     "NonFiniteLoss",
+    "check_dense_reference",
     "choose_threshold",
     "clip_gradients",
     "evaluate",
@@ -95,6 +97,18 @@ DENSE_TWIN = {"spartan": "dense-transformer", "s2ssm": "dense-ssm"}
 """The dense baseline of each sparse model: the same network with the gate off."""
 
 
+def check_dense_reference(config: WorldModelConfig) -> None:
+    """Refuse ``tau_reference=dense`` where it cannot apply (one message for every caller):
+    it needs a sparse model, an automatic tau and objects mode (a pixels twin has its own
+    VAE, so its latent error is not in the model's units)."""
+    if config.name not in DENSE_TWIN or config.tau is not None or config.obs != "objects":
+        raise ValueError(
+            "tau_reference=dense needs a sparse world model (spartan, s2ssm) with an "
+            f"automatic tau (tau unset) in objects mode; got {config.name!r}, "
+            f"tau={config.tau!r}, obs={config.obs!r} (use tau_reference=warmup)"
+        )
+
+
 class DenseReference:
     """A dense twin trained beside a sparse model, on the same batches, for the tau of its
     Lagrangian (:mod:`~mbrl_causal.world_models.sparsity`, "A live dense reference").
@@ -112,16 +126,7 @@ class DenseReference:
     ) -> None:
         """``steps``: length of the cosine learning-rate decay (None: a constant rate, as
         the agent's world model has)."""
-        if model.config.name not in DENSE_TWIN:
-            raise ValueError(
-                f"a dense reference is for the sparse models {sorted(DENSE_TWIN)}, "
-                f"not {model.config.name!r}"
-            )
-        if model.config.obs != "objects":
-            raise ValueError(
-                f"a dense reference needs obs='objects', got {model.config.obs!r} (a pixels "
-                "twin has its own VAE, so its latent error is not in the model's units)"
-            )
+        check_dense_reference(model.config)
         with torch.random.fork_rng():  # leave the sparse model's random stream alone
             torch.manual_seed(seed + 1)
             self.model = WorldModel(

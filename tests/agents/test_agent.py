@@ -931,3 +931,4 @@ def test_dense_reference_needs_a_sparse_model_with_automatic_tau(
     with pytest.raises(ValueError, match="tau_reference=dense needs a sparse world model") as e:
         _new_run(request)
     assert needle in str(e.value)
+    assert not (tmp_path / "r").exists()  # refused before the run folder is made

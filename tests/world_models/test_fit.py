@@ -78,7 +78,7 @@ def test_fit_debug_end_to_end(tmp_path: Path, model: str, obs: str) -> None:
         (["--set", "tau_reference=median"], "tau_reference must be one of dense, warmup"),
         (
             ["--world-model", "dense-transformer", "--set", "tau_reference=dense"],
-            "tau_reference=dense needs a sparse model",
+            "tau_reference=dense needs a sparse world model",
         ),
         (["--set", "tau_reference=dense", "--set", "tau=0.01"], "tau=0.01"),
         (["--obs", "pixels", "--set", "tau_reference=dense"], "obs='pixels'"),

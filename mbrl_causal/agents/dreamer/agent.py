@@ -131,12 +131,6 @@ class CausalDreamer:
         self.lagrangian = make_lagrangian(self.model)
         self.reference: DenseReference | None = None
         if cfg.tau_reference == "dense":
-            if not (wm_cfg.sparse and wm_cfg.tau is None):
-                raise ValueError(
-                    "tau_reference=dense needs a sparse world model (spartan, s2ssm) with an "
-                    f"automatic tau (tau unset); got {wm_cfg.name!r}, tau={wm_cfg.tau!r} "
-                    "(use tau_reference=warmup)"
-                )
             self.reference = DenseReference(self.model, None, cfg.wm_lr, cfg.grad_clip, self.seed)
         self.rng = np.random.default_rng(self.seed)
         self.gen = torch.Generator().manual_seed(self.seed)
