@@ -167,7 +167,10 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--json", metavar="FILE", help="write the results to FILE")
     b.add_argument("--steps", type=_positive_int, default=20, help="train steps per timed run")
-    b.add_argument("--repeats", type=_positive_int, default=3, help="timed runs (median reported)")
+    b.add_argument("--repeats", type=_positive_int, default=5,
+                   help="timed runs of every case, interleaved (median reported; 5)")  # fmt: skip
+    b.add_argument("--threads", type=_positive_int, default=1,
+                   help="torch threads (1: the steadiest figures on a small machine)")  # fmt: skip
     b = bench.add_parser("agent", help="agent updates/s (batch 16 x 64) and loop env steps/s")
     b.add_argument("--json", metavar="FILE", help="write the results to FILE")
     b.add_argument("--world-model", default="spartan",
@@ -222,12 +225,14 @@ def _cmd_envs(args: argparse.Namespace) -> None:
 
 
 def _cmd_bench_models(args: argparse.Namespace) -> None:
+    import torch
     from rich.console import Console
     from rich.table import Table
 
     from mbrl_causal.world_models.bench import bench_models
 
     path = output_file(args.json) if args.json else None
+    torch.set_num_threads(args.threads)
     with Console(stderr=True).status("benchmarking") as status:
         result = bench_models(args.steps, args.repeats,
                               progress=lambda m: status.update(f"benchmarking {m}"))  # fmt: skip

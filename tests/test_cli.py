@@ -125,3 +125,43 @@ def test_bad_paths(tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == 2 and "is a file; give a folder" in proc.stderr
     assert main(["bench", "envs", "--json", str(tmp_path)]) == 2
+
+
+def test_bench_models_json_times_every_case_interleaved(tmp_path: Path) -> None:
+    import torch
+
+    out = tmp_path / "models.json"
+    threads = torch.get_num_threads()
+    try:
+        assert main(["bench", "models", "--json", str(out), "--steps", "1", "--repeats", "2"]) == 0
+    finally:
+        torch.set_num_threads(threads)  # the command sets one thread (its default)
+    result = json.loads(out.read_text())
+    assert result["machine"]["torch_threads"] == 1
+    assert result["unit"].startswith("milliseconds per train step")
+    cases = ["spartan", "s2ssm", "dense-transformer", "dense-ssm", "transformer_encoder"]
+    for case in cases:
+        runs = result[case]["runs_ms"]
+        assert len(runs) == 2 and all(r > 0 for r in runs)
+        assert result[case]["ms_per_step"] == pytest.approx(sum(runs) / 2)  # median of two
+    ratios = result["ratios"]
+    assert ratios["spartan_over_transformer_encoder"] == pytest.approx(
+        result["spartan"]["ms_per_step"] / result["transformer_encoder"]["ms_per_step"]
+    )
+    # mambapy is a benchmark-only extra: timed when installed, a stated skip otherwise
+    for case in ("mambapy_scan", "mambapy_layers"):
+        assert "runs_ms" in result[case] or "mambapy" in result[case]["skipped"]
+
+
+def test_bench_models_without_mambapy_reports_the_skip(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mbrl_causal.world_models import bench
+
+    def missing(*args: object) -> None:
+        raise ImportError("No module named 'mambapy'")
+
+    monkeypatch.setattr(bench, "_mamba_cases", missing)
+    result = bench.bench_models(steps=1, repeats=1)
+    for case in ("mambapy_scan", "mambapy_layers"):
+        assert result[case] == {"skipped": "mambapy is not installed (pip install '.[bench]')"}
+    assert result["ratios"]["mambapy_scan_over_ours"] is None
+    assert result["spartan"]["ms_per_step"] > 0

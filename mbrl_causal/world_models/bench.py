@@ -15,11 +15,15 @@ One run times, at the default sizes (``WorldModelConfig()``) and the default bat
   figures are reported as skipped.
 
 Every figure is the median over ``repeats`` timed runs of ``steps`` steps, in
-milliseconds per step; ratios compare figures of the same run.
+milliseconds per step (``ms_per_step``; each run's figure is in ``runs_ms``); ratios
+compare figures of the same run. The runs are interleaved (every case once, then every
+case again, ...) after a warm-up of each, so a slow spell of a shared machine falls on
+all the cases alike instead of on whichever ran then.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import platform
 import statistics
@@ -37,16 +41,38 @@ from mbrl_causal.world_models.ssm import MambaLayer, selective_scan
 __all__ = ["bench_models"]
 
 
-def _median_ms(fn: Callable[[], Any], steps: int, repeats: int) -> float:
-    for _ in range(3):
-        fn()
-    runs = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(steps):
+def _interleaved_ms(
+    cases: dict[str, Callable[[], Any]],
+    steps: int,
+    repeats: int,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Time every case ``repeats`` times, interleaved; ms per step, median and runs."""
+    for name, fn in cases.items():
+        if progress:
+            progress(f"warm-up: {name}")
+        for _ in range(3):
             fn()
-        runs.append((time.perf_counter() - t0) / steps * 1000.0)
-    return statistics.median(runs)
+    runs: dict[str, list[float]] = {name: [] for name in cases}
+    enabled = gc.isenabled()
+    try:
+        for r in range(repeats):
+            if progress:
+                progress(f"run {r + 1} of {repeats}")
+            for name, fn in cases.items():
+                gc.collect()
+                gc.disable()  # as timeit does: no collector pause inside a timed run
+                t0 = time.perf_counter()
+                for _ in range(steps):
+                    fn()
+                runs[name].append((time.perf_counter() - t0) / steps * 1000.0)
+                gc.enable()
+    finally:
+        if enabled:
+            gc.enable()
+    return {
+        name: {"ms_per_step": statistics.median(ms), "runs_ms": ms} for name, ms in runs.items()
+    }
 
 
 def _batch(b: int, t: int, n: int, gen: torch.Generator) -> SequenceBatch:
@@ -119,25 +145,12 @@ def _mambapy_scan(u, delta, A, B, C, D):  # type: ignore[no-untyped-def]
     return (pscan(dA, bx) @ C.unsqueeze(-1)).squeeze(3) + D * u
 
 
-def _mamba_refs(
-    cfg: WorldModelConfig, slots: int, t: int, steps: int, repeats: int
-) -> dict[str, Any]:
-    try:
-        from mambapy.mamba import MambaBlock, MambaConfig
-    except ImportError:
-        reason = "mambapy is not installed (pip install '.[bench]')"
-        return {"mambapy_scan": {"skipped": reason}, "mambapy_layers": {"skipped": reason}}
+def _mamba_cases(cfg: WorldModelConfig, slots: int, t: int) -> dict[str, Callable[[], Any]]:
+    """The scan and layer-stack steps, ours and mambapy's (ImportError without mambapy)."""
+    from mambapy.mamba import MambaBlock, MambaConfig
+
     d_inner = cfg.expand * cfg.d_model
-    args = _scan_inputs(slots, t, d_inner, cfg.d_state)
-    out: dict[str, Any] = {}
-    for key, fn in (("scan", lambda *a: selective_scan(*a)), ("mambapy_scan", _mambapy_scan)):
-        out[key] = {
-            "ms_per_step": _median_ms(
-                lambda f=fn: f(*args).square().mean().backward(),  # type: ignore[misc]
-                steps,
-                repeats,
-            )
-        }
+    u, delta, A, B, C, D = _scan_inputs(slots, t, d_inner, cfg.d_state)
     x = torch.randn(slots, t, cfg.d_model)
     ours = nn.Sequential(
         *(
@@ -154,20 +167,17 @@ def _mamba_refs(
         pscan=True,
     )
     ref = nn.Sequential(*(MambaBlock(mcfg) for _ in range(cfg.n_layers)))
-    for key, net in (("mamba_layers", ours), ("mambapy_layers", ref)):
-        out[key] = {
-            "ms_per_step": _median_ms(
-                lambda n=net: n(x).square().mean().backward(),  # type: ignore[misc]
-                steps,
-                repeats,
-            )
-        }
-    return out
+    return {
+        "scan": lambda: selective_scan(u, delta, A, B, C, D).square().mean().backward(),
+        "mambapy_scan": lambda: _mambapy_scan(u, delta, A, B, C, D).square().mean().backward(),
+        "mamba_layers": lambda: ours(x).square().mean().backward(),
+        "mambapy_layers": lambda: ref(x).square().mean().backward(),
+    }
 
 
 def bench_models(
     steps: int = 20,
-    repeats: int = 3,
+    repeats: int = 5,
     batch: int = 32,
     seq_len: int = 8,
     progress: Callable[[str], None] | None = None,
@@ -192,19 +202,15 @@ def bench_models(
         "steps": steps,
         "repeats": repeats,
     }
-    for name in WORLD_MODELS:
-        if progress:
-            progress(name)
-        result[name] = {"ms_per_step": _median_ms(_model_step(name, data), steps, repeats)}
-    if progress:
-        progress("TransformerEncoder")
+    cases = {name: _model_step(name, data) for name in WORLD_MODELS}
     tokens = torch.randn(batch * seq_len, n + 2, cfg.d_model)
-    result["transformer_encoder"] = {
-        "ms_per_step": _median_ms(_encoder_step(cfg, tokens), steps, repeats)
-    }
-    if progress:
-        progress("selective scans")
-    result.update(_mamba_refs(cfg, batch * (n + 2), seq_len, steps, repeats))
+    cases["transformer_encoder"] = _encoder_step(cfg, tokens)
+    try:
+        cases.update(_mamba_cases(cfg, batch * (n + 2), seq_len))
+    except ImportError:
+        reason = "mambapy is not installed (pip install '.[bench]')"
+        result["mambapy_scan"] = result["mambapy_layers"] = {"skipped": reason}
+    result.update(_interleaved_ms(cases, steps, repeats, progress))
     result["ratios"] = _ratios(result)
     return result
 
