@@ -101,6 +101,12 @@ class WorldModelConfig:
     price predicted 1.39x worse than the dense transformer in ``fit``; with detached
     tokens 1.12x. Not the default: with the default price it was better on one seed and
     worse on the other, on both error and graph (README "World-model results")."""
+    gate_score_cap: float = 20.0
+    """A closed edge's attention score enters its gate's straight-through gradient
+    clamped to the largest kept score plus this cap, so that gradient is at most
+    e^cap times the largest an open edge gets (the forward pass is unchanged). 20: the
+    value since the masked-softmax fix; lower caps hold the gates' raw logits in the
+    agent (see GatedAttention and README "Agent results")."""
     sparsity_constraint: str = "per_object"
     """``per_object``: one Lagrangian per child object, each on that object's own MSE (its
     lambda prices the paths into it); ``total``: one on the MSE averaged over objects."""
@@ -156,6 +162,7 @@ class WorldModelConfig:
             "kl_weight",
             "recon_weight",
             "gate_logit_weight",
+            "gate_score_cap",
             "reward_weight",
             "cont_weight",
             "sparsity_warmup",
@@ -187,9 +194,10 @@ class WorldModelConfig:
 def stored_world_model_config(mapping: dict[str, Any]) -> WorldModelConfig:
     """The config of a saved model, run or checkpoint; fields added since it was written get
     the value that reproduces the old behaviour (``sparsity_constraint="total"``,
-    ``gate_action_key="value"``, ``gate_logit_weight=0``, ``gate_detach=False``)."""
+    ``gate_action_key="value"``, ``gate_logit_weight=0``, ``gate_detach=False``,
+    ``gate_score_cap=20``)."""
     old = {"sparsity_constraint": "total", "gate_action_key": "value", "gate_logit_weight": 0.0,
-           "gate_detach": False}  # fmt: skip
+           "gate_detach": False, "gate_score_cap": 20.0}  # fmt: skip
     return WorldModelConfig(**{**old, **mapping})
 
 

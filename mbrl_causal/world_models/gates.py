@@ -30,7 +30,7 @@ from mbrl_causal.world_models.config import GATE_ACTION_KEYS
 __all__ = ["LOGIT_BOUND", "GatedAttention", "HardGate", "graph_from_paths", "path_matrix"]
 
 LOGIT_BOUND = 6.0  # gate logits are soft-clipped to +-6 (see HardGate.logits)
-EXP_CAP = 20.0  # closed edges' scores above the largest kept one enter as at most e^20
+EXP_CAP = 20.0  # default of GatedAttention's score_cap (WorldModelConfig.gate_score_cap)
 
 
 class HardGate(nn.Module):
@@ -145,12 +145,18 @@ class GatedAttention(nn.Module):
     exogenous rows, which stay the identity in both cases, so the models differ only in
     the gate.
 
+    ``score_cap``: a closed edge (0 in the forward pass) enters the normaliser, and so its
+    gate's straight-through gradient, with its score clamped to the largest kept score
+    plus ``score_cap``: that gradient is at most e^cap times the largest an open edge
+    gets (``WorldModelConfig.gate_score_cap``).
+
     Returns the attended values (..., M, d) and the head-averaged weights (..., M, M)
     (used for the dense baselines' thresholded graph).
     """
 
-    def __init__(self, d_model: int, n_heads: int) -> None:
+    def __init__(self, d_model: int, n_heads: int, score_cap: float = EXP_CAP) -> None:
         super().__init__()
+        self.score_cap = score_cap
         self.n_heads = n_heads
         self.d_head = d_model // n_heads
         self.qkv = nn.Linear(d_model, 3 * d_model)
@@ -169,11 +175,12 @@ class GatedAttention(nn.Module):
         # shift by the largest score of the row (kept or not) let every kept one underflow
         # when a closed edge scored ~90 above them, and the normaliser's gradient
         # (1 / sum^2) overflowed with a finite loss (README "Agent results"). Closed
-        # edges enter at most at exp(EXP_CAP) (they are 0 in the forward pass; only the
+        # edges enter at most at exp(score_cap) (they are 0 in the forward pass; only the
         # straight-through gradient of their gate sees the value), so nothing overflows.
+        # The cap also bounds that gradient: e^cap times what an open edge can get.
         a = adjacency.unsqueeze(-3)
         kept_max = scores.masked_fill(a < 0.5, -torch.inf).amax(-1, keepdim=True).detach()
-        e = torch.exp((scores - kept_max).clamp(max=EXP_CAP))
+        e = torch.exp((scores - kept_max).clamp(max=self.score_cap))
         num = e * a
         w = num / num.sum(-1, keepdim=True)
         y = (w @ v).transpose(-2, -3).reshape(*lead, m, d)

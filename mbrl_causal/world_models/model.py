@@ -153,6 +153,7 @@ class WorldModel(nn.Module):
                 c.gate_temperature,
                 c.gate_action_key,
                 c.gate_detach,
+                c.gate_score_cap,
             )
         else:
             self.core = S2SSMCore(
@@ -169,6 +170,7 @@ class WorldModel(nn.Module):
                 c.gate_temperature,
                 c.gate_action_key,
                 c.gate_detach,
+                c.gate_score_cap,
             )
         self.out_norm = nn.LayerNorm(d)
         self.out_proj = nn.Linear(d, self.latent_dim)

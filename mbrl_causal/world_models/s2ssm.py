@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mbrl_causal.world_models.gates import EXP_CAP
 from mbrl_causal.world_models.spartan import CoreOutput, GatedBlock
 from mbrl_causal.world_models.ssm import MambaLayer, MambaState
 
@@ -42,6 +43,8 @@ class S2SSMCore(nn.Module):
         action_key: Key of the action token in the gates (``value`` or ``type``, see
             :class:`~mbrl_causal.world_models.gates.HardGate`).
         detach_gate: The gates read detached tokens (``WorldModelConfig.gate_detach``).
+        score_cap: Bound on a closed edge's straight-through signal
+            (``WorldModelConfig.gate_score_cap``, see GatedAttention).
     """
 
     def __init__(
@@ -59,13 +62,14 @@ class S2SSMCore(nn.Module):
         temperature: float = 1.0,
         action_key: str = "type",
         detach_gate: bool = False,
+        score_cap: float = EXP_CAP,
     ) -> None:
         super().__init__()
         self.norms = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(n_layers))
         self.mambas: list[MambaLayer] = nn.ModuleList(  # type: ignore[assignment]
             MambaLayer(d_model, d_state, expand, d_conv, backend) for _ in range(n_layers)
         )
-        gate = (sparse, bias_init, temperature, action_key, detach_gate)
+        gate = (sparse, bias_init, temperature, action_key, detach_gate, score_cap)
         self.mixers = nn.ModuleList(
             GatedBlock(d_model, n_heads, mlp_hidden, *gate) for _ in range(n_layers)
         )

@@ -16,7 +16,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from mbrl_causal.world_models.gates import GatedAttention, HardGate, fix_structure
+from mbrl_causal.world_models.gates import EXP_CAP, GatedAttention, HardGate, fix_structure
 
 __all__ = ["MLP", "CoreOutput", "SpartanCore"]
 
@@ -62,11 +62,12 @@ class GatedBlock(nn.Module):
         temperature: float,
         action_key: str = "type",
         detach_gate: bool = False,
+        score_cap: float = EXP_CAP,
     ) -> None:
         super().__init__()
         self.detach_gate = detach_gate
         self.norm1, self.norm2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
-        self.attn = GatedAttention(d_model, n_heads)
+        self.attn = GatedAttention(d_model, n_heads, score_cap)
         self.mlp = MLP(d_model, mlp_hidden, d_model)
         self.gate = (
             HardGate(d_model, max(8, d_model // n_heads), bias_init, temperature, action_key)
@@ -103,6 +104,8 @@ class SpartanCore(nn.Module):
         action_key: Key of the action token in the gates (``value`` or ``type``, see
             :class:`~mbrl_causal.world_models.gates.HardGate`).
         detach_gate: The gates read detached tokens (``WorldModelConfig.gate_detach``).
+        score_cap: Bound on a closed edge's straight-through signal
+            (``WorldModelConfig.gate_score_cap``, see GatedAttention).
     """
 
     def __init__(
@@ -116,9 +119,10 @@ class SpartanCore(nn.Module):
         temperature: float = 1.0,
         action_key: str = "type",
         detach_gate: bool = False,
+        score_cap: float = EXP_CAP,
     ) -> None:
         super().__init__()
-        gate = (sparse, bias_init, temperature, action_key, detach_gate)
+        gate = (sparse, bias_init, temperature, action_key, detach_gate, score_cap)
         self.layers = nn.ModuleList(
             GatedBlock(d_model, n_heads, mlp_hidden, *gate) for _ in range(n_layers)
         )

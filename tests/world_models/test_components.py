@@ -419,6 +419,42 @@ def test_gated_attention_survives_a_closed_edge_scoring_far_above_the_kept_ones(
     assert soft.grad[0, 0, 1] != 0  # the closed gate still gets a straight-through gradient
 
 
+@pytest.mark.parametrize("cap", [0.0, 5.0, 20.0])
+def test_score_cap_bounds_a_closed_edges_straight_through_gradient(cap: float) -> None:
+    """Token 0 keeps only itself and its closed edge to token 1 scores 10 above that: the
+    forward pass ignores token 1 whatever the cap, and the gate of the closed edge gets
+    d y_0 / d a_01 = e^min(10, cap) (v_1 - y_0), the normaliser being e^0 = 1."""
+    d = 4
+    attn = _identity_attention(d)
+    attn.score_cap = cap
+    x = torch.zeros(1, 3, d)
+    x[0, 0, 0] = 1.0  # s_00 = 1 / sqrt(4) = 0.5
+    x[0, 1, 0], x[0, 1, 2] = 21.0, 5.0  # s_01 = 21 / 2 = 10.5: 10 above the kept score
+    kept_gap = 10.0
+    soft = torch.zeros(1, 3, 3, requires_grad=True)
+    hard = fix_structure(torch.zeros(1, 3, 3), n_objects=2)  # self edges only
+    y, w = attn(x, hard + (soft - soft.detach()), n_objects=2)
+    assert w[0, 0].tolist() == [1.0, 0.0, 0.0]
+    torch.testing.assert_close(y[0, 0], x[0, 0])  # token 0 reads only itself
+    y[0, 0].sum().backward()
+    expected = math.exp(min(kept_gap, cap)) * float((x[0, 1] - x[0, 0]).sum())
+    assert soft.grad is not None
+    torch.testing.assert_close(soft.grad[0, 0, 1].item(), expected, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="gate_score_cap must be >= 0"):
+        WorldModelConfig(gate_score_cap=-1.0)
+
+
+@pytest.mark.parametrize("name", SPARSE_MODELS)
+def test_gate_score_cap_reaches_every_attention_and_old_files_keep_20(name: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    model = make_model(name, seed=2, gate_score_cap=5.0)
+    attns = [m for m in model.modules() if isinstance(m, GatedAttention)]
+    assert len(attns) == model.config.n_layers and all(a.score_cap == 5.0 for a in attns)
+    assert WorldModel.load(model.save(tmp_path / "m.pt")).config.gate_score_cap == 5.0
+    old = WorldModel.load(save_without_field(model, tmp_path / "o.pt", "gate_score_cap"))
+    assert old.config.gate_score_cap == 20.0  # the behaviour before the field
+    assert all(m.score_cap == 20.0 for m in old.modules() if isinstance(m, GatedAttention))
+
+
 def test_gated_attention_weights_are_the_masked_softmax() -> None:
     torch.manual_seed(0)
     attn = GatedAttention(8, 2)
