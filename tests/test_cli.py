@@ -157,7 +157,7 @@ def test_bench_models_without_mambapy_reports_the_skip(monkeypatch: pytest.Monke
     from mbrl_causal.world_models import bench
 
     def missing(*args: object) -> None:
-        raise ImportError("No module named 'mambapy'")
+        raise bench.MambapyMissing("No module named 'mambapy'")
 
     monkeypatch.setattr(bench, "_mamba_cases", missing)
     result = bench.bench_models(steps=1, repeats=1)
@@ -165,3 +165,53 @@ def test_bench_models_without_mambapy_reports_the_skip(monkeypatch: pytest.Monke
         assert result[case] == {"skipped": "mambapy is not installed (pip install '.[bench]')"}
     assert result["ratios"]["mambapy_scan_over_ours"] is None
     assert result["spartan"]["ms_per_step"] > 0
+
+
+def test_interleaved_timing_order_median_and_collector(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every case once per round after a warm-up of each; the collector off inside a run
+    and back as it was afterwards, also after an error; the median of the runs."""
+    import gc
+    import itertools
+
+    from mbrl_causal.world_models import bench
+
+    calls: list[tuple[str, bool]] = []
+    clock = itertools.count()
+    # each timed run of 1 step reads the clock twice: a case's run lasts 1 tick unless it
+    # is case b's second run (5 ticks), so b's runs are 1, 5, 1 ms-units: median 1, mean 2.3
+    durations = iter([1, 1, 1, 5, 1, 1])
+
+    def fake_clock() -> float:
+        return float(next(clock))
+
+    def make(name: str):  # type: ignore[no-untyped-def]
+        def step() -> None:
+            calls.append((name, gc.isenabled()))
+            if len(calls) > 6:  # after the warm-ups: advance the clock by this run's length
+                for _ in range(next(durations) - 1):
+                    next(clock)
+
+        return step
+
+    monkeypatch.setattr(bench.time, "perf_counter", fake_clock)
+    assert gc.isenabled()
+    out = bench._interleaved_ms({"a": make("a"), "b": make("b")}, steps=1, repeats=3)
+    assert [c[0] for c in calls] == ["a"] * 3 + ["b"] * 3 + ["a", "b"] * 3
+    assert all(on for _, on in calls[:6]) and not any(on for _, on in calls[6:])
+    assert gc.isenabled()
+    assert out["b"]["runs_ms"] == [1000.0, 5000.0, 1000.0]
+    assert out["b"]["ms_per_step"] == 1000.0  # the median, not the mean
+
+    def broken() -> None:
+        if not gc.isenabled():
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        bench._interleaved_ms({"x": broken}, steps=1, repeats=1)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        bench._interleaved_ms({"a": lambda: None}, steps=1, repeats=2)
+        assert not gc.isenabled()  # a caller's choice is kept
+    finally:
+        gc.enable()

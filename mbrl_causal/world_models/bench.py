@@ -66,9 +66,10 @@ def _interleaved_ms(
                 for _ in range(steps):
                     fn()
                 runs[name].append((time.perf_counter() - t0) / steps * 1000.0)
-                gc.enable()
+                if enabled:
+                    gc.enable()
     finally:
-        if enabled:
+        if enabled:  # the collector as the caller had it, even after an error
             gc.enable()
     return {
         name: {"ms_per_step": statistics.median(ms), "runs_ms": ms} for name, ms in runs.items()
@@ -137,6 +138,10 @@ def _scan_inputs(b: int, t: int, d: int, n: int) -> list[torch.Tensor]:
     ]
 
 
+class MambapyMissing(Exception):
+    """The benchmark-only ``mambapy`` package cannot be imported."""
+
+
 def _mambapy_scan(u, delta, A, B, C, D):  # type: ignore[no-untyped-def]
     from mambapy.pscan import pscan
 
@@ -146,8 +151,11 @@ def _mambapy_scan(u, delta, A, B, C, D):  # type: ignore[no-untyped-def]
 
 
 def _mamba_cases(cfg: WorldModelConfig, slots: int, t: int) -> dict[str, Callable[[], Any]]:
-    """The scan and layer-stack steps, ours and mambapy's (ImportError without mambapy)."""
-    from mambapy.mamba import MambaBlock, MambaConfig
+    """The scan and layer-stack steps, ours and mambapy's (MambapyMissing without it)."""
+    try:
+        from mambapy.mamba import MambaBlock, MambaConfig
+    except ImportError as e:
+        raise MambapyMissing(str(e)) from e
 
     d_inner = cfg.expand * cfg.d_model
     u, delta, A, B, C, D = _scan_inputs(slots, t, d_inner, cfg.d_state)
@@ -207,7 +215,7 @@ def bench_models(
     cases["transformer_encoder"] = _encoder_step(cfg, tokens)
     try:
         cases.update(_mamba_cases(cfg, batch * (n + 2), seq_len))
-    except ImportError:
+    except MambapyMissing:
         reason = "mambapy is not installed (pip install '.[bench]')"
         result["mambapy_scan"] = result["mambapy_layers"] = {"skipped": reason}
     result.update(_interleaved_ms(cases, steps, repeats, progress))

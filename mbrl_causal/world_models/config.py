@@ -8,6 +8,7 @@ so that the tests finish in seconds. Every field says its unit.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +39,8 @@ def _one_of(name: str, value: Any, allowed: tuple[str, ...]) -> None:
 def _positive(name: str, value: float, allow_zero: bool = False) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{name} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
     if value < 0 or (value == 0 and not allow_zero):
         raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
 
@@ -103,8 +106,8 @@ class WorldModelConfig:
     worse on the other, on both error and graph (README "World-model results")."""
     gate_score_cap: float = 20.0
     """A closed edge's attention score enters its gate's straight-through gradient
-    clamped to the largest kept score plus this cap, so that gradient is at most
-    e^cap times the largest an open edge gets (the forward pass is unchanged). 20: the
+    clamped to the largest kept score plus this cap, so its weight in that gradient is at
+    most e^cap times an open edge's (the forward pass is unchanged). 20: the
     value since the masked-softmax fix; lower caps hold the gates' raw logits in the
     agent (see GatedAttention and README "Agent results")."""
     sparsity_constraint: str = "per_object"

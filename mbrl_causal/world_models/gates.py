@@ -147,8 +147,8 @@ class GatedAttention(nn.Module):
 
     ``score_cap``: a closed edge (0 in the forward pass) enters the normaliser, and so its
     gate's straight-through gradient, with its score clamped to the largest kept score
-    plus ``score_cap``: that gradient is at most e^cap times the largest an open edge
-    gets (``WorldModelConfig.gate_score_cap``).
+    plus ``score_cap``: its weight in that gradient is at most e^cap times an open
+    edge's (``WorldModelConfig.gate_score_cap``).
 
     Returns the attended values (..., M, d) and the head-averaged weights (..., M, M)
     (used for the dense baselines' thresholded graph).
@@ -177,7 +177,7 @@ class GatedAttention(nn.Module):
         # (1 / sum^2) overflowed with a finite loss (README "Agent results"). Closed
         # edges enter at most at exp(score_cap) (they are 0 in the forward pass; only the
         # straight-through gradient of their gate sees the value), so nothing overflows.
-        # The cap also bounds that gradient: e^cap times what an open edge can get.
+        # The cap also bounds that gradient: a weight of at most e^cap times an open edge's.
         a = adjacency.unsqueeze(-3)
         kept_max = scores.masked_fill(a < 0.5, -torch.inf).amax(-1, keepdim=True).detach()
         e = torch.exp((scores - kept_max).clamp(max=self.score_cap))

@@ -440,8 +440,19 @@ def test_score_cap_bounds_a_closed_edges_straight_through_gradient(cap: float) -
     expected = math.exp(min(kept_gap, cap)) * float((x[0, 1] - x[0, 0]).sum())
     assert soft.grad is not None
     torch.testing.assert_close(soft.grad[0, 0, 1].item(), expected, rtol=1e-4, atol=1e-6)
-    with pytest.raises(ValueError, match="gate_score_cap must be >= 0"):
-        WorldModelConfig(gate_score_cap=-1.0)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (-1.0, "must be >= 0"),
+        (math.inf, "must be a finite number"),
+        (math.nan, "must be a finite number"),
+    ],
+)
+def test_gate_score_cap_refuses_negative_and_non_finite_values(value: float, message: str) -> None:
+    with pytest.raises(ValueError, match=f"gate_score_cap {message}"):
+        WorldModelConfig(gate_score_cap=value)
 
 
 @pytest.mark.parametrize("name", SPARSE_MODELS)
