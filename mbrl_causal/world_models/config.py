@@ -173,6 +173,13 @@ class WorldModelConfig:
             _positive(k, getattr(self, k), allow_zero=True)
         if self.tau is not None:
             _positive("tau", self.tau, allow_zero=True)
+        if not self.lambda_min <= self.lambda_init <= self.lambda_max:
+            # Checked here too (SparsityLagrangian checks it again) so that a run is refused
+            # before its directory is made.
+            raise ValueError(
+                "need lambda_min <= lambda_init <= lambda_max, got "
+                f"{self.lambda_min}, {self.lambda_init}, {self.lambda_max}"
+            )
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads")
         if self.image_size not in (32, 64, 84):

@@ -586,6 +586,17 @@ def test_unknown_env_exits_2_and_writes_nothing(
     assert not run_dir.exists()
 
 
+def test_inconsistent_lambda_bounds_exit_2_and_write_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each bound is valid alone; only their order is wrong (lambda_init below lambda_min)."""
+    run_dir = tmp_path / "run"
+    assert _train(run_dir, "--set", "lambda_min=0.01") == 2
+    line = _one_line_error(capsys.readouterr().err)
+    assert "lambda_min <= lambda_init <= lambda_max" in line and "0.01, 0.0001, 0.1" in line
+    assert not run_dir.exists()
+
+
 def test_train_refuses_to_overwrite_a_run(
     debug_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
