@@ -8,15 +8,21 @@ token of one regime never leaks into another):
   each; ``return_mean``/``return_std`` over them (reward units: points won minus points
   lost), ``mse`` the world model's one-step next-latent MSE over every step (objects mode:
   per object feature), ``shd`` differing graph entries per step against
-  ``info["local_graph"]``. Under ``--regime-info none`` the agent starts from slot 0 and
-  its trigger recalls the token.
+  ``info["local_graph"]``, ``edges`` predicted edges per step, and
+  ``per_edge["parent->child"]`` (object self edges left out) the fraction of steps with
+  the edge ``true``, ``predicted``, a false positive ``fp`` and a false negative ``fn``
+  (the numbers behind ``graphs.png``; the ``fp + fn`` of all entries add up to ``shd``).
+  Under ``--regime-info none`` the agent starts from slot 0 and its trigger recalls the
+  token.
 - **held-out (composite) regimes**: one env plays ``pre_episodes`` episodes of neutral
   (the pre-switch level is their mean return), then the env's own schedule switches to
   the held-out regime for ``episodes`` episodes; ``returns_after_switch`` lists their
   returns in order, ``recovered_within_episodes`` is the first post-switch episode
   (1-based) whose return reaches the pre-switch level minus 10% of its magnitude
   (``>= pre - 0.1 |pre|``, i.e. >= 90% of a positive level), null if none. The agent
-  adapts with ``--adapt-trigger`` (``none``: it keeps its pre-switch token).
+  adapts with ``--adapt-trigger`` (``none``: it keeps its pre-switch token). Its ``mse``,
+  ``shd``, ``edges`` and ``per_edge`` are over every step of the stream, pre-switch
+  steps included.
 - **detection**: the surprise detector's alarms against the switches of the held-out
   streams: ``delay_mean`` (env steps from the switch to the alarm), ``false_alarms``.
 
@@ -75,9 +81,23 @@ def _run(agent: CausalDreamer, episodes: int, seed: int, frames: list | None) ->
 
 
 def _figures(agent: CausalDreamer) -> dict[str, Any]:
-    g = agent.eval_graphs.result() if agent.eval_graphs is not None else {}
-    return {"mse": float(np.mean(agent.eval_errors)) if agent.eval_errors else None,
-            "shd": g.get("shd"), "edges": g.get("edges")}  # fmt: skip
+    stats = agent.eval_graphs
+    g = stats.result() if stats is not None else {}
+    figures: dict[str, Any] = {
+        "mse": float(np.mean(agent.eval_errors)) if agent.eval_errors else None,
+        "shd": g.get("shd"),
+        "edges": g.get("edges"),
+    }
+    if stats is not None and stats.count:
+        children = graph_node_names(stats.frequencies()[0].shape[1])
+        figures["per_edge"] = stats.per_edge([*children, "action", "regime"], children)
+    return figures
+
+
+def graph_node_names(n_objects: int) -> list[str]:
+    """Names of the graph's child nodes: the env's objects, then ``d0, d1, ...`` for
+    distractor objects (the parents add ``action`` and ``regime``)."""
+    return [*OBJECT_NAMES[:n_objects], *(f"d{k}" for k in range(n_objects - len(OBJECT_NAMES)))]
 
 
 def evaluate_run(
@@ -289,7 +309,7 @@ def _plot_graphs(graphs: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -
                 freq = graphs[name][i]
                 im = ax.imshow(freq, vmin=0, vmax=1, cmap="viridis")
                 n = freq.shape[1]
-                names = [*OBJECT_NAMES[:n], *(f"d{k}" for k in range(n - len(OBJECT_NAMES)))]
+                names = graph_node_names(n)
                 ax.set_xticks(range(n), names, rotation=90)
                 ax.set_yticks(range(n + 2), [*names, "action", "regime"])
             ax.set_title(f"{name}\n{label}" if i == 0 else label, fontsize=7)

@@ -5,7 +5,8 @@ from the SB3 policy of the latest checkpoint (or of ``--checkpoint STEP``), dete
 ``return_mean``/``return_std`` over them (points won minus points lost); for the
 imagination agents ``mse`` is the world model's one-step next-observation MSE per object
 feature over every step (under the regime's codebook token) and ``shd`` the differing
-local-graph entries per step against ``info["local_graph"]``. The SB3 agents do not
+local-graph entries per step against ``info["local_graph"]``, with ``edges`` and
+``per_edge`` as for the Dreamer agent (:mod:`.evaluate`). The SB3 agents do not
 adapt: held-out regimes are played directly. Writes ``RUN_DIR/eval/eval.json``,
 ``summary.md`` and ``graphs.png`` (in ``RUN_DIR/eval/step_<step>/`` with ``--checkpoint``).
 """
@@ -109,7 +110,13 @@ def evaluate_sb3_run(
             "shd": g.get("shd"), "edges": g.get("edges"),
         }  # fmt: skip
         if stats.count:
+            from mbrl_causal.agents.evaluate import graph_node_names
+
             graphs[REGIMES[rid].name] = stats.frequencies()
+            children = graph_node_names(graphs[REGIMES[rid].name][0].shape[1])
+            per_regime[REGIMES[rid].name]["per_edge"] = stats.per_edge(
+                [*children, "action", "regime"], children
+            )
     record = {"run_dir": str(rd), "algorithm": body["algorithm"], "env": cfg["env"],
               "world_model": cfg["world_model"] if model is not None else None,
               "episodes": episodes, "checkpoint_step": body["counters"]["steps"],

@@ -520,6 +520,14 @@ def test_evaluate_writes_documented_record(
         for key in ("return_mean", "return_std", "mse", "shd"):
             assert isinstance(entry[key], float) and math.isfinite(entry[key]), (name, key)
         assert entry["return_std"] >= 0 and entry["mse"] >= 0 and entry["shd"] >= 0
+        per_edge = entry["per_edge"]  # 4 objects: 6 parents x 4 children, no self edges
+        assert len(per_edge) == 6 * 4 - 4 and "action->agent" in per_edge
+        assert "regime->ball" in per_edge and "ball->ball" not in per_edge
+        for e in per_edge.values():
+            assert all(0.0 <= e[k] <= 1.0 for k in ("true", "predicted", "fp", "fn"))
+            assert e["predicted"] - e["true"] == pytest.approx(e["fp"] - e["fn"], abs=1e-9)
+        errors = sum(e["fp"] + e["fn"] for e in per_edge.values())
+        assert errors == pytest.approx(entry["shd"], abs=1e-6), name
     simple = record["per_regime"]["neutral"]
     assert simple["kind"] == "simple" and "returns_after_switch" not in simple
     held = record["per_regime"]["gravity+opponent-random"]

@@ -65,6 +65,11 @@ def test_train_then_evaluate(tmp_path: Path, agent: str) -> None:
     neutral = record["per_regime"]["neutral"]
     assert -5.0 <= neutral["return_mean"] <= 5.0 and len(neutral["returns"]) == 1
     assert (neutral["mse"] is None) == (agent == "ppo")
+    if agent != "ppo":  # the graph's entries, as for the Dreamer agent
+        errors = sum(e["fp"] + e["fn"] for e in neutral["per_edge"].values())
+        assert len(neutral["per_edge"]) == 20 and errors == pytest.approx(neutral["shd"])
+    else:
+        assert "per_edge" not in neutral
     assert "WM mse" in (run_dir / "eval" / "summary.md").read_text()
     if agent == "ppo":  # --checkpoint reaches the SB3 evaluation too
         first = R.checkpoint_step(R.checkpoint_paths(run_dir)[0])
