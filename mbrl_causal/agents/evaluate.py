@@ -89,15 +89,10 @@ def _figures(agent: CausalDreamer) -> dict[str, Any]:
         "edges": g.get("edges"),
     }
     if stats is not None and stats.count:
-        children = graph_node_names(stats.frequencies()[0].shape[1])
-        figures["per_edge"] = stats.per_edge([*children, "action", "regime"], children)
+        env: Any = agent.env  # the native vector env: its graph_nodes, as fit names them
+        nodes = list(env.graph_nodes)
+        figures["per_edge"] = stats.per_edge(nodes, nodes[:-2])
     return figures
-
-
-def graph_node_names(n_objects: int) -> list[str]:
-    """Names of the graph's child nodes: the env's objects, then ``d0, d1, ...`` for
-    distractor objects (the parents add ``action`` and ``regime``)."""
-    return [*OBJECT_NAMES[:n_objects], *(f"d{k}" for k in range(n_objects - len(OBJECT_NAMES)))]
 
 
 def evaluate_run(
@@ -309,7 +304,7 @@ def _plot_graphs(graphs: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -
                 freq = graphs[name][i]
                 im = ax.imshow(freq, vmin=0, vmax=1, cmap="viridis")
                 n = freq.shape[1]
-                names = graph_node_names(n)
+                names = [*OBJECT_NAMES[:n], *(f"d{k}" for k in range(n - len(OBJECT_NAMES)))]
                 ax.set_xticks(range(n), names, rotation=90)
                 ax.set_yticks(range(n + 2), [*names, "action", "regime"])
             ax.set_title(f"{name}\n{label}" if i == 0 else label, fontsize=7)

@@ -101,6 +101,7 @@ def evaluate_sb3_run(
         stats, errors = GraphStats(), list[float]()
         rets = [_episode(env, algo, model, rid, seed + 100 * rid + k, stats, errors)
                 for k in range(episodes)]  # fmt: skip
+        nodes = list(env.get_wrapper_attr("graph_nodes"))
         env.close()
         g = stats.result() if stats.count else {}
         per_regime[REGIMES[rid].name] = {
@@ -110,13 +111,8 @@ def evaluate_sb3_run(
             "shd": g.get("shd"), "edges": g.get("edges"),
         }  # fmt: skip
         if stats.count:
-            from mbrl_causal.agents.evaluate import graph_node_names
-
             graphs[REGIMES[rid].name] = stats.frequencies()
-            children = graph_node_names(graphs[REGIMES[rid].name][0].shape[1])
-            per_regime[REGIMES[rid].name]["per_edge"] = stats.per_edge(
-                [*children, "action", "regime"], children
-            )
+            per_regime[REGIMES[rid].name]["per_edge"] = stats.per_edge(nodes, nodes[:-2])
     record = {"run_dir": str(rd), "algorithm": body["algorithm"], "env": cfg["env"],
               "world_model": cfg["world_model"] if model is not None else None,
               "episodes": episodes, "checkpoint_step": body["counters"]["steps"],

@@ -124,7 +124,8 @@ class WorldModelConfig:
     """Train steps with lambda = 0 before the Lagrangian starts (the model with every gate
     free: its MSE then is the warm-up rule's reference)."""
     lambda_init: float = 1e-4
-    """Lambda when the Lagrangian starts (weight of one path of the path matrix)."""
+    """Lambda when the Lagrangian starts (weight of one path of the path matrix); must lie
+    within [lambda_min, lambda_max], so raise it with a higher lambda_min."""
     lambda_lr: float = 0.02
     """Step of log(lambda) per update, times clip((tau - mse_avg) / tau, -1, 1)."""
     lambda_min: float = 1e-7

@@ -523,6 +523,8 @@ def test_evaluate_writes_documented_record(
         per_edge = entry["per_edge"]  # 4 objects: 6 parents x 4 children, no self edges
         assert len(per_edge) == 6 * 4 - 4 and "action->agent" in per_edge
         assert "regime->ball" in per_edge and "ball->ball" not in per_edge
+        assert per_edge["action->agent"]["true"] == 1.0  # pins the order of the names
+        assert "agent->action" not in per_edge  # action and regime are parents only
         for e in per_edge.values():
             assert all(0.0 <= e[k] <= 1.0 for k in ("true", "predicted", "fp", "fn"))
             assert e["predicted"] - e["true"] == pytest.approx(e["fp"] - e["fn"], abs=1e-9)
@@ -555,6 +557,19 @@ def test_evaluate_writes_documented_record(
         assert f"| {name} |" in summary
     for png in ("adaptation.png", "graphs.png"):
         assert (out / png).read_bytes()[:8] == PNG
+
+
+def test_evaluate_names_distractor_edges_as_the_env_does(tmp_path: Path) -> None:
+    """``per_edge`` takes the env's ``graph_nodes`` (``distractor_<i>``, as in ``fit``)."""
+    run_dir = tmp_path / "distractors"
+    assert _train(run_dir, "--env", "InterventionalPongDistractors-v0", "--steps", "300") == 0
+    assert _cli(["evaluate", str(run_dir), "--regimes", "neutral", "--episodes", "1"]) == 0
+    entry = json.loads((run_dir / "eval" / "eval.json").read_text())["per_regime"]["neutral"]
+    per_edge = entry["per_edge"]
+    assert "distractor_0->ball" in per_edge and "ball->distractor_1" in per_edge
+    assert len(per_edge) == 8 * 6 - 6  # 6 objects (2 distractors), action and regime
+    assert per_edge["distractor_0->ball"]["true"] == 0.0  # distractors cause nothing
+    assert sum(e["fp"] + e["fn"] for e in per_edge.values()) == pytest.approx(entry["shd"])
 
 
 def test_evaluate_an_older_checkpoint(

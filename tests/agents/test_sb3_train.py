@@ -68,6 +68,7 @@ def test_train_then_evaluate(tmp_path: Path, agent: str) -> None:
     if agent != "ppo":  # the graph's entries, as for the Dreamer agent
         errors = sum(e["fp"] + e["fn"] for e in neutral["per_edge"].values())
         assert len(neutral["per_edge"]) == 20 and errors == pytest.approx(neutral["shd"])
+        assert neutral["per_edge"]["action->agent"]["true"] == 1.0
     else:
         assert "per_edge" not in neutral
     assert "WM mse" in (run_dir / "eval" / "summary.md").read_text()
