@@ -13,6 +13,11 @@
 - :class:`CausalFeaturesExtractor`: the world model's object tokens and regime token as
   policy features, for objects (Box) and pixels + masks (Dict) observations.
 - :func:`save_sb3` / :func:`load_sb3`: ``path.zip`` plus ``path.world_model.pt``.
+- :func:`imagined_returns` / :func:`scripted_policies`: the return a world model predicts
+  for each of several policies from the same start states: does the model see what the
+  policy changes? :func:`real_returns` is the same figure on the real env. (A model whose
+  imagined return is the same for ball tracking and for a paddle that never moves gives
+  an imagination agent nothing to learn from.)
 
 Time alignment of one imagined step (objects mode: latents are observations)::
 
@@ -49,8 +54,11 @@ __all__ = [
     "ImaginationEnv",
     "ImaginationVecEnv",
     "WorldModelCallback",
+    "imagined_returns",
     "load_sb3",
+    "real_returns",
     "save_sb3",
+    "scripted_policies",
 ]
 
 TERMINATIONS: tuple[str, ...] = ("threshold", "sample")
@@ -452,3 +460,191 @@ class ImaginationEnv(gym.Env):
 
     def render(self) -> np.ndarray | None:  # type: ignore[override]
         return self.venv.get_images()[0]
+
+
+# ---------------------------------------------------------------------- policy contrast
+def scripted_policies(
+    action_space: gym.Space[Any], seed: int = 0, dead_zone: float = 0.75
+) -> dict[str, Any]:
+    """Scripted Pong policies on objects observations (..., N, 4), for :func:`imagined_returns`.
+
+    - ``tracking``: moves the agent paddle towards the ball's height (the env's
+      :class:`~mbrl_causal.envs.policies.TrackingPolicy`, read from the observation:
+      row 1 is the agent, row 2 the ball, column 1 their y; no move within ``dead_zone``
+      field units);
+    - ``random``: uniform random actions (seeded);
+    - ``stay``: the paddle never moves (action 0, or 0.0 for continuous Pong).
+
+    Each maps a batch of observations (B, N, 4) to B actions of ``action_space``.
+    """
+    rng = np.random.default_rng(seed)
+    half = P.FIELD / 2.0  # features are (y - half) / half
+    if isinstance(action_space, gym.spaces.Discrete):
+        if action_space.n != 3:
+            raise ValueError(f"scripted_policies needs Pong's 3 actions, got {action_space}")
+
+        def tracking(obs: np.ndarray) -> np.ndarray:
+            dy = (obs[:, 2, 1] - obs[:, 1, 1]) * half
+            return np.where(np.abs(dy) < dead_zone, 0, np.where(dy > 0, 2, 1))
+
+        def random(obs: np.ndarray) -> np.ndarray:
+            return rng.integers(0, 3, len(obs))
+
+        def stay(obs: np.ndarray) -> np.ndarray:
+            return np.zeros(len(obs), np.int64)
+
+    elif isinstance(action_space, gym.spaces.Box) and action_space.shape == (1,):
+
+        def tracking(obs: np.ndarray) -> np.ndarray:
+            dy = (obs[:, 2, 1] - obs[:, 1, 1]) * half
+            return np.clip(dy / 1.5, -1.0, 1.0)[:, None].astype(np.float32)
+
+        def random(obs: np.ndarray) -> np.ndarray:
+            return rng.uniform(-1.0, 1.0, (len(obs), 1)).astype(np.float32)
+
+        def stay(obs: np.ndarray) -> np.ndarray:
+            return np.zeros((len(obs), 1), np.float32)
+
+    else:
+        raise ValueError(
+            f"scripted_policies needs Discrete(3) or Box of shape (1,), got {action_space}"
+        )
+    return {"tracking": tracking, "random": random, "stay": stay}
+
+
+def imagined_returns(
+    world_model: WorldModel,
+    start_states: np.ndarray | torch.Tensor,
+    policies: dict[str, Any] | None = None,
+    num_envs: int = 256,
+    horizon: int = 32,
+    rounds: int = 4,
+    regime: Any = None,
+    start_regimes: np.ndarray | Sequence[int] | None = None,
+    seed: int = 0,
+) -> dict[str, dict[str, float]]:
+    """The return the world model predicts for each policy, from the same start states.
+
+    For each of ``rounds`` rounds every policy plays ``num_envs`` imagined episodes in an
+    :class:`ImaginationVecEnv` (``horizon`` steps at most, ended early by the
+    continuation head) from the same ``num_envs`` start states (drawn with seed
+    ``seed + round``); only each env's first episode counts.
+
+    Args:
+        world_model: An objects-mode world model.
+        start_states: Real observations (S, N, 4) to start from.
+        policies: ``{name: callable(obs (B, N, 4)) -> actions (B, ...)}``, or an SB3
+            model's ``predict`` wrapped as such; None: :func:`scripted_policies` for the
+            model's action space (``tracking``, ``random``, ``stay``).
+        num_envs, horizon, regime, start_regimes: As :class:`ImaginationVecEnv`.
+        rounds: Rounds of ``num_envs`` episodes.
+        seed: Seed of the start states (and of the random policy when ``policies`` is None).
+
+    Returns:
+        ``{name: {"return_mean", "return_std", "episodes", "length_mean"}}``: the mean and
+        standard deviation over the episodes of the summed reward-head output (reward
+        units: points won minus points lost on Pong) and the mean length in imagined
+        steps. A model that sees the agent's paddle gives ``tracking`` a higher return
+        than ``stay``; equal figures mean the imagined return does not depend on the
+        policy (README "Stable-Baselines3 integration").
+    """
+    rounds = _int_at_least("rounds", rounds, 1)
+    env = ImaginationVecEnv(world_model, start_states, num_envs, horizon, regime=regime,
+                            seed=seed, start_regimes=start_regimes)  # fmt: skip
+    if policies is None:
+        policies = scripted_policies(env.action_space, seed)
+    if not policies:
+        raise ValueError("policies is empty: give at least one {name: callable}")
+    out: dict[str, dict[str, float]] = {}
+    try:
+        for name, policy in policies.items():
+            returns, lengths = [], []
+            for r in range(rounds):
+                env.seed(seed + r)
+                obs = env.reset()
+                total = np.zeros(num_envs)
+                length = np.zeros(num_envs, np.int64)
+                live = np.ones(num_envs, bool)
+                while live.any():
+                    env.step_async(np.asarray(policy(obs)))
+                    step_obs, rewards, dones, _ = env.step_wait()
+                    obs = np.asarray(step_obs)
+                    total[live] += rewards[live]
+                    length[live] += 1
+                    live &= ~dones
+                returns.append(total)
+                lengths.append(length)
+            ret = np.concatenate(returns)
+            out[name] = {
+                "return_mean": float(ret.mean()),
+                "return_std": float(ret.std()),
+                "episodes": int(ret.size),
+                "length_mean": float(np.concatenate(lengths).mean()),
+            }
+    finally:
+        env.close()
+    return out
+
+
+def real_returns(
+    env: gym.Env,
+    policies: dict[str, Any] | None = None,
+    windows: int = 512,
+    horizon: int = 32,
+    seed: int = 0,
+    max_gap: int = 20,
+) -> dict[str, dict[str, float]]:
+    """:func:`imagined_returns`' figure on the real env: each policy plays ``horizon``
+    steps (or to the episode's end) from the same ``windows`` states.
+
+    The states come from uniform random play (1 to ``max_gap`` steps between two), and
+    every policy starts from the env's full snapshot (``get_state`` / ``set_state``, the
+    random stream included), so the policies differ only in their actions; the windows
+    step the unwrapped env (no time limit within a window). ``env`` is an objects-mode
+    Interventional Pong env (its state is changed); ``policies`` as in
+    :func:`imagined_returns` (called on a batch of one observation).
+
+    Returns ``{name: {"return_mean", "return_std", "episodes", "length_mean"}}`` (reward
+    units per window, steps).
+    """
+    windows = _int_at_least("windows", windows, 1)
+    horizon = _int_at_least("horizon", horizon, 1)
+    max_gap = _int_at_least("max_gap", max_gap, 1)
+    if policies is None:
+        policies = scripted_policies(env.action_space, seed)
+    if not policies:
+        raise ValueError("policies is empty: give at least one {name: callable}")
+    base = env.unwrapped  # windows step the bare env: no wrapper's step counter carries over
+    get_state, set_state = base.get_state, base.set_state  # type: ignore[attr-defined]
+    rng = np.random.default_rng(seed)
+    env.action_space.seed(seed)
+    obs, _ = env.reset(seed=seed)
+    totals: dict[str, list[float]] = {k: [] for k in policies}
+    lengths: dict[str, list[int]] = {k: [] for k in policies}
+    for _ in range(windows):
+        for _ in range(int(rng.integers(1, max_gap + 1))):
+            obs, _, term, trunc, _ = env.step(env.action_space.sample())
+            if term or trunc:
+                obs, _ = env.reset()
+        snap, start = get_state(), obs
+        for name, policy in policies.items():
+            set_state(snap)
+            o, total, n = start, 0.0, 0
+            for n in range(1, horizon + 1):  # noqa: B007
+                action = np.asarray(policy(np.asarray(o)[None]))[0]
+                o, r, term, trunc, _ = base.step(action)
+                total += float(r)
+                if term or trunc:
+                    break
+            totals[name].append(total)
+            lengths[name].append(n)
+        set_state(snap)
+    return {
+        name: {
+            "return_mean": float(np.mean(totals[name])),
+            "return_std": float(np.std(totals[name])),
+            "episodes": windows,
+            "length_mean": float(np.mean(lengths[name])),
+        }
+        for name in policies
+    }

@@ -22,8 +22,11 @@ from mbrl_causal.sb3 import (
     ImaginationEnv,
     ImaginationVecEnv,
     WorldModelCallback,
+    imagined_returns,
     load_sb3,
+    real_returns,
     save_sb3,
+    scripted_policies,
 )
 from mbrl_causal.world_models.config import WorldModelConfig
 from mbrl_causal.world_models.model import SequenceBatch, WorldModel
@@ -366,3 +369,77 @@ def test_importing_the_package_does_not_import_sb3() -> None:
     code = ("import sys, mbrl_causal, mbrl_causal.agents, mbrl_causal.agents.sb3_agents; "
             "sys.exit('stable_baselines3' in sys.modules)")  # fmt: skip
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+# ---------------------------------------------------------------------- policy contrast
+def test_scripted_tracking_matches_the_env_tracking_policy() -> None:
+    from mbrl_causal.envs.policies import TrackingPolicy
+
+    for action_type in ("discrete", "continuous"):
+        env = gym.make(NEUTRAL, action_type=action_type)
+        pols = scripted_policies(env.action_space, seed=0)
+        reference = TrackingPolicy(env)
+        obs, _ = env.reset(seed=3)
+        moves = set()
+        for _ in range(300):
+            ours = pols["tracking"](obs[None])[0]
+            theirs = reference(obs)
+            np.testing.assert_allclose(ours, theirs, atol=1e-5)
+            moves.add(str(np.round(ours, 3)))
+            obs, _, term, trunc, _ = env.step(theirs)
+            if term or trunc:
+                obs, _ = env.reset()
+        assert len(moves) >= 3  # it moved both ways and stood still (or varied its speed)
+        assert pols["stay"](obs[None]).tolist() in ([0], [[0.0]])
+        assert env.action_space.contains(pols["random"](obs[None])[0])
+    with pytest.raises(ValueError, match="Discrete\\(3\\) or Box of shape \\(1,\\)"):
+        scripted_policies(gym.spaces.Box(-1.0, 1.0, (2,)))
+
+
+def test_imagined_returns_ranks_policies_by_the_reward_head(starts: np.ndarray) -> None:
+    model = _model()
+    with torch.no_grad():
+        model.cont_head[-1].bias.fill_(20.0)  # type: ignore[index]  # never terminates
+    step = model.step
+
+    def paid_for_action_2(latent: torch.Tensor, action: torch.Tensor, *args: Any) -> Any:
+        out, state = step(latent, action, *args)  # the model's own dynamics
+        return out._replace(reward=(action == 2).float()[:, None]), state
+
+    model.step = paid_for_action_2  # type: ignore[method-assign]
+    always_2 = {"up": lambda obs: np.full(len(obs), 2)}
+    res = imagined_returns(model, starts, {**always_2, **scripted_policies(gym.spaces.Discrete(3))},
+                           num_envs=16, horizon=5, rounds=3)  # fmt: skip
+    assert res["up"] == {"return_mean": 5.0, "return_std": 0.0, "episodes": 48, "length_mean": 5.0}
+    assert res["stay"]["return_mean"] == 0.0
+    assert 0.5 < res["random"]["return_mean"] < 3.0  # 5/3 expected
+    assert res["up"]["return_mean"] > res["random"]["return_mean"] > res["stay"]["return_mean"]
+
+
+def test_imagined_returns_share_start_states_across_policies(starts: np.ndarray) -> None:
+    model = _model(seed=1)  # untrained: its reward head depends on the state
+    with torch.no_grad():
+        model.cont_head[-1].bias.fill_(20.0)  # type: ignore[index]
+    stay = scripted_policies(gym.spaces.Discrete(3))["stay"]
+    res = imagined_returns(model, starts, {"a": stay, "b": stay}, num_envs=8, horizon=4)
+    assert res["a"] == res["b"]  # the same starts for both policies
+    assert res["a"]["return_std"] > 0  # and different starts within a round
+    other = imagined_returns(model, starts, {"a": stay}, num_envs=8, horizon=4, seed=5)
+    assert other["a"]["return_mean"] != res["a"]["return_mean"]
+    with pytest.raises(ValueError, match="rounds must be an int >= 1"):
+        imagined_returns(model, starts, {"a": stay}, rounds=0)
+    with pytest.raises(ValueError, match="policies is empty"):
+        imagined_returns(model, starts, {})
+
+
+def test_real_returns_start_every_policy_from_the_same_state() -> None:
+    env = gym.make(NEUTRAL)
+    pols = scripted_policies(env.action_space, seed=0)
+    res = real_returns(env, {"stay": pols["stay"], "stay_too": pols["stay"],
+                             "tracking": pols["tracking"]}, windows=60, horizon=32)  # fmt: skip
+    assert res["stay"] == res["stay_too"]  # same snapshots, random stream included
+    assert res["stay"]["episodes"] == 60 and 1 <= res["stay"]["length_mean"] <= 32
+    # tracking returns more balls than a paddle that never moves
+    assert res["tracking"]["return_mean"] > res["stay"]["return_mean"]
+    with pytest.raises(ValueError, match="windows must be an int >= 1"):
+        real_returns(env, windows=0)
