@@ -3,6 +3,7 @@ extractor, save/load (debug world-model sizes; each test takes a few seconds).""
 
 from __future__ import annotations
 
+import pickle
 import warnings
 from pathlib import Path
 from typing import Any
@@ -443,3 +444,33 @@ def test_real_returns_start_every_policy_from_the_same_state() -> None:
     assert res["tracking"]["return_mean"] > res["stay"]["return_mean"]
     with pytest.raises(ValueError, match="windows must be an int >= 1"):
         real_returns(env, windows=0)
+
+
+def test_imagined_returns_count_each_envs_first_episode_only(starts: np.ndarray) -> None:
+    model = _model()
+    step = model.step
+
+    def half_end_at_once(latent: torch.Tensor, action: torch.Tensor, *args: Any) -> Any:
+        out, state = step(latent, action, *args)
+        b = latent.shape[0]
+        cont = torch.where(torch.arange(b) % 2 == 0, -20.0, 20.0)[:, None]  # even envs end
+        return out._replace(reward=torch.ones(b, 1), cont_logit=cont), state
+
+    model.step = half_end_at_once  # type: ignore[method-assign]
+    res = imagined_returns(model, starts, {"stay": lambda o: np.zeros(len(o), np.int64)},
+                           num_envs=8, horizon=5, rounds=2)  # fmt: skip
+    # even envs: 1 step (reward 1) then restart, not counted; odd envs: 5 steps
+    assert res["stay"] == {"return_mean": 3.0, "return_std": 2.0, "episodes": 16,
+                           "length_mean": 3.0}  # fmt: skip
+
+
+def test_real_returns_leave_the_env_where_random_play_left_it() -> None:
+    """The windows do not move the env: two runs with different policies in the windows
+    end in the same state (that of the random play between the windows)."""
+    ends = []
+    for policy in (scripted_policies(gym.spaces.Discrete(3))["tracking"],
+                   lambda o: np.zeros(len(o), np.int64)):  # fmt: skip
+        env = gym.make(NEUTRAL)
+        real_returns(env, {"p": policy}, windows=5, horizon=8, seed=2)
+        ends.append(pickle.dumps(env.unwrapped.get_state()))  # type: ignore[attr-defined]
+    assert ends[0] == ends[1]
