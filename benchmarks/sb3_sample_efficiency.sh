@@ -10,8 +10,12 @@
 #                         (benchmarks/eval_curve.sh; the curve is in <agent>/eval/curve.json).
 #   bash benchmarks/sb3_sample_efficiency.sh [STEPS] [TARGET]   (default 100000, 0.0)
 # The Dreamer agent runs at train ratio TRAIN_RATIO (default 128; the quick preset's 16
-# does not learn), with the world model WORLD_MODEL (default spartan; the SB3 agents use
-# their preset's).
+# does not learn), with the world model WORLD_MODEL (default spartan). ppo-imagination
+# runs with the world model IMAG_WORLD_MODEL (default spartan) and the extra fields
+# IMAG_SET (space-separated KEY=VALUE, default none), e.g. the settings that learned
+# Neutral in the README ("ppo-imagination at the Dreamer's update ratio"):
+#   IMAG_WORLD_MODEL=dense-transformer IMAG_SET="collect_steps=1000 wm_updates=1000
+#   seq_len=32 prefill=2000 n_steps=16 imag_steps=65536 ppo_batch_size=512 ent_coef=0.03"
 # Writes runs/sb3_sample_efficiency/<agent>/ (run directories) and
 # runs/sb3_sample_efficiency/result.json: {agent: {steps_to_target, final_return, ...}}.
 set -euo pipefail
@@ -26,6 +30,9 @@ for agent in ppo ppo-imagination dreamer; do
   extra=()
   if [ "$agent" = dreamer ]; then
     extra=(--world-model "${WORLD_MODEL:-spartan}" --set train_ratio="${TRAIN_RATIO:-128}")
+  elif [ "$agent" = ppo-imagination ]; then
+    extra=(--world-model "${IMAG_WORLD_MODEL:-spartan}")
+    for kv in ${IMAG_SET:-}; do extra+=(--set "$kv"); done
   fi
   $BIN/mbrl-causal train --agent "$agent" --env InterventionalPong-Neutral-v0 --preset quick \
     --steps "$STEPS" --logdir "$OUT/$agent" --no-eval --no-progress --set log_every=1000 \
