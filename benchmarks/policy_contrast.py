@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    try:  # every step first: a typo fails before any figure is computed
+    try:  # the run and every step first: a typo fails before any figure is computed
+        R.read_config(args.run_dir)
         for step in args.steps:
             R.find_checkpoint(args.run_dir, step)
     except ValueError as e:
@@ -98,7 +99,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                               "checkpoints": {}}  # fmt: skip
     starts: dict[str, np.ndarray] = {}
     for step in args.steps:
-        model, regime, own, close = _load(args.run_dir, step)
+        try:
+            model, regime, own, close = _load(args.run_dir, step)
+        except ValueError as e:  # e.g. an unreadable checkpoint
+            raise SystemExit(f"{args.run_dir} at {step}: {e}") from None
         action_type = "discrete" if model.discrete_actions else "continuous"
         if result["real"] is None:
             real = real_returns(gym.make(ENV, action_type=action_type))
