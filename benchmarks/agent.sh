@@ -3,7 +3,7 @@
 #   bash benchmarks/agent.sh [STEPS]   (default 60000 env steps per training run, quick
 #   preset sizes at train_ratio TRAIN_RATIO, default 128: about 35 minutes per run on one
 #   core; TRAIN_RATIO=512, one update per env step, learns in fewer env steps at about 4x
-#   the wall time per env step: the README's agent results give both)
+#   the wall time per env step: docs/results/agent.md gives both)
 # Writes runs/agent_bench/<case>/ (run directories) and runs/agent_bench/*.json:
 #   neutral-<model>.json  evaluation on InterventionalPong-Neutral-v0 (return vs random)
 #   switch-<model>-<trigger>.json  held-out composite regimes after a switch, with the

@@ -13,7 +13,7 @@
 # does not learn), with the world model WORLD_MODEL (default spartan). ppo-imagination
 # runs with the world model IMAG_WORLD_MODEL (default spartan) and the extra fields
 # IMAG_SET (space-separated KEY=VALUE, default none), e.g. the settings that learned
-# Neutral in the README ("ppo-imagination at the Dreamer's update ratio"):
+# Neutral in docs/results/sb3.md ("ppo-imagination at the Dreamer's update ratio"):
 #   IMAG_WORLD_MODEL=dense-transformer IMAG_SET="collect_steps=1000 wm_updates=1000
 #   seq_len=32 prefill=2000 n_steps=16 imag_steps=65536 ppo_batch_size=512 ent_coef=0.03"
 # Writes runs/sb3_sample_efficiency/<agent>/ (run directories) and

@@ -59,7 +59,7 @@ class AgentConfig:
     """Replayed steps per env step (DreamerV3's replay ratio): one update of
     batch_size x seq_len steps every :attr:`steps_per_update` env steps. At 16 the world
     model never learns the ball's bounces and the agent does not learn Neutral Pong; at
-    128 it does (README, "Agent results")."""
+    128 it does (docs/results/agent.md)."""
     batch_size: int = 16
     """Sequences per world-model batch."""
     seq_len: int = 64
@@ -143,8 +143,8 @@ class AgentConfig:
     ``warmup`` (tau_factor x the model's MSE at the end of its warm-up, then fixed) or
     ``dense`` (a dense twin of the world model learns from the same replay batches, one
     more world-model update per update; tau = tau_factor x its running MSE, set again at
-    every update; objects mode only). As ``fit --set tau_reference``; README "Agent
-    results" has what each gave."""
+    every update; objects mode only). As ``fit --set tau_reference``; docs/results/agent.md
+    has what each gave."""
 
     def __post_init__(self) -> None:
         from mbrl_causal.world_models.config import OBS_SETTINGS, TAU_REFERENCES, WORLD_MODELS

@@ -94,7 +94,7 @@ class WorldModelConfig:
     (0: off, the behaviour of saved files without this field; see HardGate.logits). On by
     default since it gave the better graphs on Interventional Pong in ``fit`` for both
     sparse models (SPARTAN two seeds, with a lower error too; S2-SSM one seed, error 6 %
-    higher; README "World-model results"); without it SPARTAN's raw logits ran to +-12 to
+    higher; docs/results/world-models.md); without it SPARTAN's raw logits ran to +-12 to
     +-95 within 3,000 fit steps and the gates froze. The agents use the same default."""
     gate_detach: bool = False
     """The gates compute their logits from detached tokens, so their straight-through
@@ -103,13 +103,13 @@ class WorldModelConfig:
     behaviour of saved files without this field) SPARTAN with every gate open and no
     price predicted 1.39x worse than the dense transformer in ``fit``; with detached
     tokens 1.12x. Not the default: with the default price it was better on one seed and
-    worse on the other, on both error and graph (README "World-model results")."""
+    worse on the other, on both error and graph (docs/results/world-models.md)."""
     gate_score_cap: float = 20.0
     """A closed edge's attention score enters its gate's straight-through gradient
     clamped to the largest kept score plus this cap, so its weight in that gradient is at
     most e^cap times an open edge's (the forward pass is unchanged). 20: the
     value since the masked-softmax fix; lower caps hold the gates' raw logits in the
-    agent (see GatedAttention and README "Agent results")."""
+    agent (see GatedAttention and docs/results/agent.md)."""
     sparsity_constraint: str = "per_object"
     """``per_object``: one Lagrangian per child object, each on that object's own MSE (its
     lambda prices the paths into it); ``total``: one on the MSE averaged over objects."""
@@ -262,7 +262,7 @@ class FitConfig:
     ``dense`` trains the dense baseline beside the model on the same batches and sets tau
     to ``tau_factor`` x its moving-average MSE at every step (one more forward and
     backward pass per step). ``dense`` gives the lower MSE but, measured at the default
-    budget, the worse graphs (README "World-model results"), so it is not the default."""
+    budget, the worse graphs (docs/results/world-models.md), so it is not the default."""
 
     def __post_init__(self) -> None:
         _one_of("tau_reference", self.tau_reference, TAU_REFERENCES)

@@ -50,7 +50,7 @@ class HardGate(nn.Module):
             of the edges ``action -> object`` read the child's state but not the action's
             value. A gate that reads the value can close for "no move" and so pass the
             action's information through the gate pattern itself, hiding an edge that is
-            true on every step (README "World-model results").
+            true on every step (docs/results/world-models.md).
     """
 
     def __init__(
@@ -86,7 +86,7 @@ class HardGate(nn.Module):
         after lambda falls (a collapsed graph that cannot recover).
 
         q and k are unbounded, so without a counterweight ``raw`` grows far past the bound
-        (measured: +-30 to +-160 after long training, README "World-model results"), where
+        (measured: +-30 to +-160 after long training, docs/results/world-models.md), where
         the tanh passes no gradient and the gate is frozen open or closed. In training
         (with gradients on) the call therefore stores ``self.excess``, the mean of
         ``relu(|raw| - LOGIT_BOUND)**2`` over the entries, which the world model's loss adds
@@ -97,7 +97,7 @@ class HardGate(nn.Module):
         raw = self._raw(x, n_objects)
         if self.training and torch.is_grad_enabled():
             # on the live tokens: a version on detached tokens (gate weights only) did not
-            # hold the logits (the excess grew to 75 in fit; README "World-model results")
+            # hold the logits (the excess grew to 75 in fit; docs/results/world-models.md)
             self.excess = F.relu(raw.abs() - LOGIT_BOUND).square().mean()
         else:
             self.excess = None
@@ -174,7 +174,7 @@ class GatedAttention(nn.Module):
         # The shift is the largest *kept* score, so the kept exponentials sum to >= 1: a
         # shift by the largest score of the row (kept or not) let every kept one underflow
         # when a closed edge scored ~90 above them, and the normaliser's gradient
-        # (1 / sum^2) overflowed with a finite loss (README "Agent results"). Closed
+        # (1 / sum^2) overflowed with a finite loss (docs/results/agent.md). Closed
         # edges enter at most at exp(score_cap) (they are 0 in the forward pass; only the
         # straight-through gradient of their gate sees the value), so nothing overflows.
         # The cap also bounds that gradient: a weight of at most e^cap times an open edge's.

@@ -23,7 +23,7 @@ so that figure is the loss the model reaches with a free graph: the dense refere
 figure goes stale. The model is still learning at step 300, so ``tau`` is loose, the
 constraint holds for the rest of training whatever the graph, lambda sits at
 ``lambda_max``, and the sparse model's error stays far above what a dense model reaches
-(measured: 7.1e-3 against 5.2e-3 after 3,000 steps; README "World-model results"). With
+(measured: 7.1e-3 against 5.2e-3 after 3,000 steps; docs/results/world-models.md). With
 a reference, :meth:`SparsityLagrangian.update` is also given the MSE that a dense twin
 trained beside the model (same batches, same steps) reaches on the same batch;
 ``tau = tau_factor * ema(reference)`` is then set again at every update, so the
