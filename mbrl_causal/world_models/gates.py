@@ -51,6 +51,14 @@ class HardGate(nn.Module):
             value. A gate that reads the value can close for "no move" and so pass the
             action's information through the gate pattern itself, hiding an edge that is
             true on every step (docs/results/world-models.md).
+        explore: In training, the chance that a gate the sample closed is opened anyway
+            (each entry independently; self edges and exogenous rows are fixed as
+            always). The forward pass then carries that parent's token, so the attention
+            and the layers after it learn what the parent is worth where the gate is
+            closed, and the gate's straight-through gradient there measures it; without
+            it an edge closed early passes no information, its value is never learned
+            and it stays closed (``WorldModelConfig.gate_explore``). 0: off. Evaluation
+            never explores.
     """
 
     def __init__(
@@ -60,8 +68,11 @@ class HardGate(nn.Module):
         bias_init: float = 3.0,
         temperature: float = 1.0,
         action_key: str = "type",
+        explore: float = 0.0,
     ) -> None:
         super().__init__()
+        if not 0.0 <= explore < 1.0:
+            raise ValueError(f"gate explore must be in [0, 1), got {explore!r}")
         if action_key not in GATE_ACTION_KEYS:
             raise ValueError(
                 f"gate_action_key must be one of {GATE_ACTION_KEYS}, got {action_key!r}"
@@ -74,6 +85,7 @@ class HardGate(nn.Module):
         )
         self.scale = 1.0 / math.sqrt(d_gate)
         self.temperature = temperature
+        self.explore = float(explore)
         self.excess: torch.Tensor | None = None
 
     def logits(self, x: torch.Tensor, n_objects: int | None = None) -> torch.Tensor:
@@ -122,6 +134,9 @@ class HardGate(nn.Module):
             u = u.clamp(1e-6, 1 - 1e-6).to(logit.dtype)
             soft = torch.sigmoid((logit + torch.log(u) - torch.log1p(-u)) / self.temperature)
             hard = (soft > 0.5).to(logit.dtype)
+            if self.explore > 0.0:  # open some closed gates at random (see the class doc)
+                r = torch.rand(logit.shape, generator=generator, device=logit.device)
+                hard = torch.maximum(hard, (r < self.explore).to(logit.dtype))
             a = hard + (soft - soft.detach())  # straight-through, exactly 0/1 forward
         else:
             a = (logit > 0).to(logit.dtype)

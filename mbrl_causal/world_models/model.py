@@ -154,6 +154,7 @@ class WorldModel(nn.Module):
                 c.gate_action_key,
                 c.gate_detach,
                 c.gate_score_cap,
+                c.gate_explore,
             )
         else:
             self.core = S2SSMCore(
@@ -171,6 +172,7 @@ class WorldModel(nn.Module):
                 c.gate_action_key,
                 c.gate_detach,
                 c.gate_score_cap,
+                c.gate_explore,
             )
         self.out_norm = nn.LayerNorm(d)
         self.out_proj = nn.Linear(d, self.latent_dim)

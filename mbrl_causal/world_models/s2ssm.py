@@ -45,6 +45,8 @@ class S2SSMCore(nn.Module):
         detach_gate: The gates read detached tokens (``WorldModelConfig.gate_detach``).
         score_cap: Bound on a closed edge's straight-through signal
             (``WorldModelConfig.gate_score_cap``, see GatedAttention).
+        explore: Chance that a closed gate is opened in training
+            (``WorldModelConfig.gate_explore``, see HardGate).
     """
 
     def __init__(
@@ -63,13 +65,14 @@ class S2SSMCore(nn.Module):
         action_key: str = "type",
         detach_gate: bool = False,
         score_cap: float = EXP_CAP,
+        explore: float = 0.0,
     ) -> None:
         super().__init__()
         self.norms = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(n_layers))
         self.mambas: list[MambaLayer] = nn.ModuleList(  # type: ignore[assignment]
             MambaLayer(d_model, d_state, expand, d_conv, backend) for _ in range(n_layers)
         )
-        gate = (sparse, bias_init, temperature, action_key, detach_gate, score_cap)
+        gate = (sparse, bias_init, temperature, action_key, detach_gate, score_cap, explore)
         self.mixers = nn.ModuleList(
             GatedBlock(d_model, n_heads, mlp_hidden, *gate) for _ in range(n_layers)
         )

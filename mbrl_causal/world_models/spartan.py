@@ -63,6 +63,7 @@ class GatedBlock(nn.Module):
         action_key: str = "type",
         detach_gate: bool = False,
         score_cap: float = EXP_CAP,
+        explore: float = 0.0,
     ) -> None:
         super().__init__()
         self.detach_gate = detach_gate
@@ -70,7 +71,9 @@ class GatedBlock(nn.Module):
         self.attn = GatedAttention(d_model, n_heads, score_cap)
         self.mlp = MLP(d_model, mlp_hidden, d_model)
         self.gate = (
-            HardGate(d_model, max(8, d_model // n_heads), bias_init, temperature, action_key)
+            HardGate(
+                d_model, max(8, d_model // n_heads), bias_init, temperature, action_key, explore
+            )
             if sparse
             else None
         )
@@ -106,6 +109,8 @@ class SpartanCore(nn.Module):
         detach_gate: The gates read detached tokens (``WorldModelConfig.gate_detach``).
         score_cap: Bound on a closed edge's straight-through signal
             (``WorldModelConfig.gate_score_cap``, see GatedAttention).
+        explore: Chance that a closed gate is opened in training
+            (``WorldModelConfig.gate_explore``, see HardGate).
     """
 
     def __init__(
@@ -120,9 +125,10 @@ class SpartanCore(nn.Module):
         action_key: str = "type",
         detach_gate: bool = False,
         score_cap: float = EXP_CAP,
+        explore: float = 0.0,
     ) -> None:
         super().__init__()
-        gate = (sparse, bias_init, temperature, action_key, detach_gate, score_cap)
+        gate = (sparse, bias_init, temperature, action_key, detach_gate, score_cap, explore)
         self.layers = nn.ModuleList(
             GatedBlock(d_model, n_heads, mlp_hidden, *gate) for _ in range(n_layers)
         )

@@ -274,6 +274,38 @@ def test_hard_gate_extreme_bias() -> None:
     assert 0.0 <= off.mean() < 0.03
 
 
+def test_hard_gate_explore_opens_closed_gates_in_training_only() -> None:
+    """gate_explore: in training a closed gate opens with the given chance (the forced
+    structure stays), the opened entries carry the straight-through gradient, and
+    evaluation never explores."""
+    torch.manual_seed(0)
+    x = torch.randn(64, M_TOKENS, 16)
+    free = object_off_diagonal()
+    eye = torch.eye(M_TOKENS).expand(64, -1, -1)
+    gate = HardGate(16, 8, bias_init=-1e3, explore=0.3).train()
+    a = gate(x, N_OBJECTS, torch.Generator().manual_seed(0)).detach()
+    assert set(a.unique().tolist()) == {0.0, 1.0}
+    assert 0.26 < a[:, free].mean() < 0.34  # closed by the logit, opened by exploration
+    assert torch.equal(a.diagonal(dim1=-2, dim2=-1), torch.ones(64, M_TOKENS))
+    assert torch.equal(a[:, N_OBJECTS:], eye[:, N_OBJECTS:])
+    plain = HardGate(16, 8, bias_init=-1e3).train()
+    assert plain(x, N_OBJECTS, torch.Generator().manual_seed(0)).detach()[:, free].mean() < 0.03
+    assert torch.equal(gate.eval()(x, N_OBJECTS).detach(), eye)  # evaluation: no exploration
+    # an explored entry passes the gradient of the relaxed sample, as a sampled one does
+    soft_closed = HardGate(16, 8, bias_init=-4.0, explore=0.5).train()
+    b = soft_closed(x, N_OBJECTS, torch.Generator().manual_seed(1))
+    b[:, free].sum().backward()
+    assert soft_closed.bias.grad is not None and soft_closed.bias.grad > 0
+    with pytest.raises(ValueError, match=r"explore must be in \[0, 1\)"):
+        HardGate(16, 8, explore=1.0)
+    with pytest.raises(ValueError, match=r"gate_explore must be in \[0, 1\)"):
+        WorldModelConfig(gate_explore=-0.1)
+    for name in ("spartan", "s2ssm"):  # the config reaches every gate of both sparse models
+        model = make_model(name, gate_explore=0.25)
+        assert gates(model) and all(g.explore == 0.25 for g in gates(model))
+        assert all(g.explore == 0.0 for g in gates(make_model(name)))  # off by default
+
+
 def test_hard_gate_action_key_type_ignores_the_action_value() -> None:
     """With action_key='type' the gate of action -> object reads the child, not the
     action's value (so closing it cannot encode the action); with 'value' it does."""

@@ -176,6 +176,74 @@ def test_sparse_models_recover_known_graph_dense_do_not(sparse: str, dense: str,
     assert d["shd"] >= max(2.0 * s["shd"], s["shd"] + 0.5), (s, d)
 
 
+def event_batch(rng: np.random.Generator, b: int = BATCH, t: int = SEQ) -> SequenceBatch:
+    """Three objects; object 1 copies object 0's x only at its *events* (a flag in its own
+    feature 2, on at 20 % of the steps), else it decays: the edge ``0 -> 1`` is true at the
+    events only, as a paddle hit is in Pong. Object 0 is pushed by the action."""
+    n = 3
+    obs = np.zeros((b, t + 1, n, 4), np.float32)
+    obs[..., 0] = rng.uniform(-0.8, 0.8, (b, t + 1, n))
+    act = rng.integers(0, 3, (b, t))
+    event = rng.random((b, t + 1)) < 0.2
+    obs[:, :, 1, 2] = event
+    graphs = np.zeros((b, t, n + 2, n), bool)
+    graphs[..., np.arange(n), np.arange(n)] = True
+    for k in range(t):
+        x, nx = obs[:, k, :, 0], obs[:, k + 1, :, 0]
+        nx[:, 0] = 0.5 * x[:, 0] + 0.5 * ACTION_DIR[act[:, k]]
+        nx[:, 1] = np.where(event[:, k], x[:, 0], 0.9 * x[:, 1])
+        nx[:, 2] = 0.9 * x[:, 2]
+        graphs[:, k, n, 0] = True
+        graphs[:, k, 0, 1] = event[:, k]
+    return SequenceBatch(
+        torch.from_numpy(obs),
+        torch.from_numpy(act),
+        torch.zeros(b, t),
+        torch.ones(b, t),
+        torch.zeros(b, dtype=torch.long),
+        torch.from_numpy(graphs),
+    )
+
+
+def test_gate_exploration_learns_an_event_edge_that_closed_gates_miss() -> None:
+    """``gate_explore``: every gate starts closed (bias -3) under a sparsity price. Without
+    exploration the event edge ``0 -> 1`` never opens, so nothing learns what object 0 is
+    worth at the events and the child's error there stays at the level of ignoring it; with
+    ``gate_explore=0.2`` the edge is learned as the event edge it is: open at the events,
+    closed elsewhere, and the error at the events is two orders of magnitude lower.
+    (Measured over seeds 0-5 at this budget: 6 of 6 learn it with exploration, 1 of 6
+    without; seed 1 is one that does not.)"""
+    figures = {}
+    for explore in (0.0, 0.2):
+        torch.manual_seed(1)
+        rng = np.random.default_rng(1)
+        cfg = WorldModelConfig(
+            name="spartan", **TINY, sparsity_warmup=0, tau=0.002, lambda_init=1e-3,
+            lambda_min=1e-3, lambda_max=0.03, lambda_lr=0.05, mse_ema=0.95,
+            gate_temperature=1.0, gate_bias_init=-3.0, gate_logit_weight=0.0,
+            gate_explore=explore,
+        )  # fmt: skip
+        model = WorldModel(cfg, (0,))
+        train(model, lambda rng=rng: event_batch(rng), 800, lr=3e-3, seed=1)
+        model.eval()
+        at_events = elsewhere = err = 0.0
+        with torch.no_grad():
+            for i in range(4):
+                b = event_batch(np.random.default_rng(100 + i), b=64)
+                out = model(b.obs[:, :-1], b.actions, b.regimes)
+                edge, event = out.graph[..., 0, 1].float(), b.graphs[..., 0, 1]
+                at_events += float(edge[event].mean()) / 4
+                elsewhere += float(edge[~event].mean()) / 4
+                sq = (out.next_latent - b.obs[:, 1:])[..., 1, 0].square()
+                err += float(sq[event].mean()) / 4
+        figures[explore] = (at_events, elsewhere, err)
+    at_events, elsewhere, err = figures[0.2]
+    assert at_events > 0.9 and elsewhere < 0.1, figures
+    assert err < 0.02, figures
+    at_events, _, err_closed = figures[0.0]
+    assert at_events < 0.1 and err_closed > 0.1, figures
+
+
 # --------------------------------------------------------------------------------------
 # 2. Regime recall and a fitted regime token on a toy switch
 # --------------------------------------------------------------------------------------
