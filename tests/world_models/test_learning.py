@@ -55,6 +55,19 @@ def true_graph() -> np.ndarray:
     return g
 
 
+def _sequence_batch(obs: np.ndarray, act: np.ndarray, graphs: np.ndarray) -> SequenceBatch:
+    """A synthetic batch: no rewards, no episode ends, regime id 0."""
+    b, t = act.shape
+    return SequenceBatch(
+        torch.from_numpy(obs),
+        torch.from_numpy(act),
+        torch.zeros(b, t),
+        torch.ones(b, t),
+        torch.zeros(b, dtype=torch.long),
+        torch.from_numpy(graphs),
+    )
+
+
 def synthetic_batch(rng: np.random.Generator, b: int = BATCH, t: int = SEQ) -> SequenceBatch:
     """Four objects of 4 features (x, a constant, 0, 0), one regime (id 0):
 
@@ -74,14 +87,7 @@ def synthetic_batch(rng: np.random.Generator, b: int = BATCH, t: int = SEQ) -> S
         nx[:, 3] = x[:, 3]
         obs[:, k + 1, :, 1] = obs[:, k, :, 1]
     graphs = np.broadcast_to(true_graph(), (b, t, N_OBJ + 2, N_OBJ)).copy()
-    return SequenceBatch(
-        torch.from_numpy(obs),
-        torch.from_numpy(act),
-        torch.zeros(b, t),
-        torch.ones(b, t),
-        torch.zeros(b, dtype=torch.long),
-        torch.from_numpy(graphs),
-    )
+    return _sequence_batch(obs, act, graphs)
 
 
 TINY = {"d_model": 32, "n_layers": 2, "n_heads": 2, "mlp_hidden": 64, "d_state": 4,
@@ -195,14 +201,7 @@ def event_batch(rng: np.random.Generator, b: int = BATCH, t: int = SEQ) -> Seque
         nx[:, 2] = 0.9 * x[:, 2]
         graphs[:, k, n, 0] = True
         graphs[:, k, 0, 1] = event[:, k]
-    return SequenceBatch(
-        torch.from_numpy(obs),
-        torch.from_numpy(act),
-        torch.zeros(b, t),
-        torch.ones(b, t),
-        torch.zeros(b, dtype=torch.long),
-        torch.from_numpy(graphs),
-    )
+    return _sequence_batch(obs, act, graphs)
 
 
 def test_gate_exploration_learns_an_event_edge_that_closed_gates_miss() -> None:
