@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from mbrl_causal.world_models.gates import exploration_off
 from mbrl_causal.world_models.model import SequenceBatch, WorldModel
 
 __all__ = ["fit_regime_token", "recall_regime", "regime_errors"]
@@ -74,12 +75,13 @@ def fit_regime_token(
         with torch.no_grad():
             z = model.encode(batch.obs)
         model.train()  # sampled straight-through gates: the token reaches closed edges
-        for _ in range(steps):
-            out = model(z[:, :-1], batch.actions, token.expand(z.shape[0], -1), gen)
-            loss = F.mse_loss(out.next_latent, z[:, 1:])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+        with exploration_off(model):  # the model's own gates, not random extra edges
+            for _ in range(steps):
+                out = model(z[:, :-1], batch.actions, token.expand(z.shape[0], -1), gen)
+                loss = F.mse_loss(out.next_latent, z[:, 1:])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
     finally:
         _unfreeze(model, flags)
         model.train(was_training)

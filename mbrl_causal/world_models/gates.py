@@ -20,6 +20,8 @@ Choices the SPARTAN paper leaves open (documented here and in the README):
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +29,14 @@ from torch import nn
 
 from mbrl_causal.world_models.config import GATE_ACTION_KEYS
 
-__all__ = ["LOGIT_BOUND", "GatedAttention", "HardGate", "graph_from_paths", "path_matrix"]
+__all__ = [
+    "LOGIT_BOUND",
+    "GatedAttention",
+    "HardGate",
+    "exploration_off",
+    "graph_from_paths",
+    "path_matrix",
+]
 
 LOGIT_BOUND = 6.0  # gate logits are soft-clipped to +-6 (see HardGate.logits)
 EXP_CAP = 20.0  # default of GatedAttention's score_cap (WorldModelConfig.gate_score_cap)
@@ -58,7 +67,7 @@ class HardGate(nn.Module):
             closed, and the gate's straight-through gradient there measures it; without
             it an edge closed early passes no information, its value is never learned
             and it stays closed (``WorldModelConfig.gate_explore``). 0: off. Evaluation
-            never explores.
+            never explores, nor does a regime-token fit (:func:`exploration_off`).
     """
 
     def __init__(
@@ -141,6 +150,21 @@ class HardGate(nn.Module):
         else:
             a = (logit > 0).to(logit.dtype)
         return fix_structure(a, n_objects)
+
+
+@contextmanager
+def exploration_off(module: nn.Module) -> Iterator[None]:
+    """Gate exploration off for every :class:`HardGate` in ``module``, restored on exit
+    (for training-mode passes that are not model training, such as a regime-token fit)."""
+    gates = [m for m in module.modules() if isinstance(m, HardGate)]
+    saved = [g.explore for g in gates]
+    for g in gates:
+        g.explore = 0.0
+    try:
+        yield
+    finally:
+        for g, value in zip(gates, saved, strict=True):
+            g.explore = value
 
 
 def fix_structure(a: torch.Tensor, n_objects: int) -> torch.Tensor:
