@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from mbrl_causal.world_models.sparsity import check_lambda_schedule
+
 __all__ = [
     "OBS_SETTINGS",
     "PRESETS",
@@ -145,6 +147,15 @@ class WorldModelConfig:
     """Lower bound of lambda (it never reaches zero, so it can grow back quickly)."""
     lambda_max: float = 0.1
     """Upper bound of lambda."""
+    lambda_schedule: list[Any] = field(default_factory=list)
+    """Later bounds of lambda: ``[[update, lambda_min, lambda_max], ...]``, each from that
+    Lagrangian update (world-model train step, counted like ``sparsity_warmup``) on; lambda
+    is clamped into the new bounds at once. Empty (the default): ``lambda_min`` and
+    ``lambda_max`` throughout. Made for a price that starts low, so that an edge worth
+    something only at rare events is kept while its worth is learned, and rises later to
+    close the edges worth nothing: in the SB3 agent ``[[20000, 0.005, 0.01]]`` after
+    ``lambda_min=1e-4 lambda_max=1e-3`` and ``gate_explore=0.3`` (docs/results/sb3.md).
+    Example: ``--set "lambda_schedule=[[20000, 0.005, 0.01]]"``."""
     mse_ema: float = 0.98
     """Decay of the moving average of the MSE that drives lambda."""
     reward_weight: float = 1.0
@@ -194,6 +205,7 @@ class WorldModelConfig:
                 "need lambda_min <= lambda_init <= lambda_max, got "
                 f"{self.lambda_min}, {self.lambda_init}, {self.lambda_max}"
             )
+        self.lambda_schedule = [list(e) for e in check_lambda_schedule(self.lambda_schedule)]
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads")
         if self.image_size not in (32, 64, 84):

@@ -42,6 +42,14 @@ hit or a point changes the ball on ~3 % of the steps) changes the average by les
 the slack ``tau_factor`` and is pruned; measured on the ball's own error it is not. That
 is the design reason; in the README's measurements per-object constraints lower the MSE
 by 8-9 % but still miss the event edges.
+
+**A price schedule** (``schedule``, ``WorldModelConfig.lambda_schedule``): entries
+``(update, lambda_min, lambda_max)`` replace the bounds from that update on (the same
+update count as the warm-up; lambda is clamped into the new bounds at that update, so a
+raised floor takes effect at once). The use it was made for: a price low enough that an
+edge worth something only at rare events (a paddle hit) is kept while its worth is still
+being learned, then a higher one that closes the edges worth nothing; measured in the
+SB3 agent (docs/results/sb3.md).
 """
 
 from __future__ import annotations
@@ -50,7 +58,29 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["ObjectLagrangians", "SparsityLagrangian"]
+__all__ = ["ObjectLagrangians", "SparsityLagrangian", "check_lambda_schedule"]
+
+
+def check_lambda_schedule(schedule: Sequence[Sequence[float]]) -> list[tuple[int, float, float]]:
+    """Validate a price schedule (:class:`SparsityLagrangian`): ``[update, lambda_min,
+    lambda_max]`` entries with whole, positive, strictly increasing updates and
+    ``0 < lambda_min <= lambda_max``; returns them as tuples."""
+    out: list[tuple[int, float, float]] = []
+    form = "entries [update, lambda_min, lambda_max]"
+    for entry in schedule:
+        ok = isinstance(entry, Sequence) and not isinstance(entry, str) and len(entry) == 3
+        nums = ok and all(isinstance(v, int | float) and not isinstance(v, bool) for v in entry)
+        if not nums:
+            raise ValueError(f"lambda_schedule must be a list of {form}, got {entry!r}")
+        at, low, high = entry
+        if not math.isfinite(at) or at != int(at) or at < 1 or (out and at <= out[-1][0]):
+            raise ValueError(
+                f"lambda_schedule updates must be whole numbers >= 1, increasing; got {entry!r}"
+            )
+        if not (math.isfinite(high) and 0 < low <= high):
+            raise ValueError(f"lambda_schedule needs 0 < lambda_min <= lambda_max, got {entry!r}")
+        out.append((int(at), float(low), float(high)))
+    return out
 
 
 class SparsityLagrangian:
@@ -65,6 +95,8 @@ class SparsityLagrangian:
         lr: Largest step of log(lambda) per update.
         ema: Decay of the MSE moving average.
         collapse_factor: Halve lambda while mse_avg > collapse_factor * tau.
+        schedule: ``(update, lambda_min, lambda_max)`` entries, updates increasing: the
+            bounds from that update on (module doc). Empty: the bounds above throughout.
 
     >>> lag = SparsityLagrangian(tau=1.0, warmup=0, lambda_init=0.1, lr=0.1)
     >>> lag.update(0.5) > 0.1   # predicting better than tau: paths get dearer
@@ -82,12 +114,14 @@ class SparsityLagrangian:
         lr: float = 0.02,
         ema: float = 0.98,
         collapse_factor: float = 2.0,
+        schedule: Sequence[Sequence[float]] = (),
     ) -> None:
         if not 0 < lambda_min <= lambda_init <= lambda_max:
             raise ValueError(
                 "need 0 < lambda_min <= lambda_init <= lambda_max, got "
                 f"{lambda_min}, {lambda_init}, {lambda_max}"
             )
+        self.schedule = check_lambda_schedule(schedule)
         self.tau = tau
         self.fixed_tau = tau
         self.tau_factor, self.warmup, self.lr, self.ema = tau_factor, warmup, lr, ema
@@ -144,10 +178,18 @@ class SparsityLagrangian:
         else:
             step = max(-1.0, min(1.0, (tau - self.mse_avg) / tau))
             self.log_lambda += self.lr * step
-        self.log_lambda = min(
-            max(self.log_lambda, math.log(self.lambda_min)), math.log(self.lambda_max)
-        )
+        low, high = self.bounds
+        self.log_lambda = min(max(self.log_lambda, math.log(low)), math.log(high))
         return self.value
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """(lambda_min, lambda_max) at the current update count (``schedule``)."""
+        low, high = self.lambda_min, self.lambda_max
+        for at, lo, hi in self.schedule:
+            if self.updates >= at:
+                low, high = lo, hi
+        return low, high
 
     def summary(self) -> dict[str, float]:
         """Logged figures: lambda and tau (0 while unset)."""

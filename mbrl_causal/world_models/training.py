@@ -80,6 +80,7 @@ def make_lagrangian(model: WorldModel) -> Lagrangian:
         lambda_max=c.lambda_max,
         lr=c.lambda_lr,
         ema=c.mse_ema,
+        schedule=c.lambda_schedule,
     )
 
 

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from mbrl_causal.world_models import WORLD_MODELS, FitConfig, SequenceBatch, WorldModelConfig
 from mbrl_causal.world_models.adaptation import fit_regime_token
+from mbrl_causal.world_models.config import stored_world_model_config
 from mbrl_causal.world_models.encoders import masked_images
 from mbrl_causal.world_models.gates import (
     LOGIT_BOUND,
@@ -602,6 +603,66 @@ def test_lagrangian_rejects_bad_input() -> None:
     assert lag.updates == 0 and lag.mse_avg is None  # a rejected value leaves no trace
     with pytest.raises(ValueError, match="lambda_min"):
         SparsityLagrangian(lambda_init=1e-9, lambda_min=1e-7)
+
+
+def test_lagrangian_schedule_replaces_the_bounds_from_its_update_on() -> None:
+    # lambda grows every update (mse below tau) and is held by the bounds of the moment
+    lag = SparsityLagrangian(tau=1.0, warmup=2, lambda_init=1e-4, lambda_min=1e-4,
+                             lambda_max=2e-4, lr=0.5, ema=0.0,
+                             schedule=[[6, 5e-3, 1e-2], [12, 1e-7, 1e-3]])  # fmt: skip
+    values = [lag.update(0.5) for _ in range(16)]
+    assert values[:1] == [0.0]  # warm-up
+    tol = 1e-12  # lambda is clamped in log space
+    assert all(1e-4 - tol <= v <= 2e-4 + tol for v in values[1:5])
+    assert math.isclose(values[4], 2e-4)
+    assert math.isclose(values[5], 5e-3)  # update 6: the raised floor lifts lambda at once
+    assert all(5e-3 - tol <= v <= 1e-2 + tol for v in values[5:11])
+    assert math.isclose(values[10], 1e-2)
+    assert math.isclose(values[11], 1e-3)  # update 12: the lowered cap brings it down
+    assert lag.bounds == (1e-7, 1e-3)
+    # the bounds follow the saved update count (a resumed run is on the same schedule)
+    copy = SparsityLagrangian(tau=1.0, warmup=2, lambda_min=1e-4, lambda_init=1e-4,
+                              lambda_max=2e-4, schedule=lag.schedule)  # fmt: skip
+    copy.load_state_dict(lag.state_dict())
+    assert copy.bounds == (1e-7, 1e-3)
+    # per-object Lagrangians pass it to each object
+    per = ObjectLagrangians(tau=1.0, warmup=0, lambda_init=1e-4, lambda_min=1e-4,
+                            lambda_max=2e-4, schedule=[[3, 5e-3, 1e-2]])  # fmt: skip
+    assert per.update([0.5, 0.5]) == [pytest.approx(1e-4 * math.exp(0.02 * 0.5))] * 2
+    per.update([0.5, 0.5])
+    assert per.update([0.5, 0.5]) == [pytest.approx(5e-3)] * 2
+
+
+@pytest.mark.parametrize(
+    ("schedule", "message"),
+    [
+        ([[0, 1e-3, 1e-2]], "whole numbers >= 1, increasing"),
+        ([[5, 1e-3, 1e-2], [5, 1e-2, 1e-2]], "whole numbers >= 1, increasing"),
+        ([[2.5, 1e-3, 1e-2]], "whole numbers >= 1, increasing"),
+        ([[5, 1e-2, 1e-3]], "0 < lambda_min <= lambda_max"),
+        ([[5, 0.0, 1e-3]], "0 < lambda_min <= lambda_max"),
+        ([[5, 1e-3]], r"entries \[update, lambda_min, lambda_max\]"),
+        (["5, 1e-3, 1e-2"], r"entries \[update, lambda_min, lambda_max\]"),
+    ],
+)
+def test_lambda_schedule_is_validated_with_the_config(schedule: list, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        WorldModelConfig(name="spartan", lambda_schedule=schedule)
+    with pytest.raises(ValueError, match=message):
+        SparsityLagrangian(schedule=schedule)
+
+
+def test_lambda_schedule_reaches_the_lagrangian_and_old_files_have_none() -> None:
+    for constraint in ("per_object", "total"):
+        model = make_model("spartan", sparsity_constraint=constraint, tau=1.0,
+                           sparsity_warmup=0, lambda_schedule=[[3, 5e-3, 1e-2]])  # fmt: skip
+        lag = make_lagrangian(model)
+        mse = [0.5, 0.5] if constraint == "per_object" else 0.5
+        values = [np.max(lag.update(mse)) for _ in range(3)]
+        assert values[1] < 1e-3 and math.isclose(values[2], 5e-3), constraint
+    saved = make_model("spartan").config.to_dict()
+    del saved["lambda_schedule"]  # a file written before the option
+    assert stored_world_model_config(saved).lambda_schedule == []
 
 
 def _train_edges(
