@@ -148,14 +148,16 @@ class WorldModelConfig:
     lambda_max: float = 0.1
     """Upper bound of lambda."""
     lambda_schedule: list[Any] = field(default_factory=list)
-    """Later bounds of lambda: ``[[update, lambda_min, lambda_max], ...]``, each from that
-    Lagrangian update (world-model train step, counted like ``sparsity_warmup``) on; lambda
-    is clamped into the new bounds at once. Empty (the default): ``lambda_min`` and
-    ``lambda_max`` throughout. Made for a price that starts low, so that an edge worth
-    something only at rare events is kept while its worth is learned, and rises later to
-    close the edges worth nothing: in the SB3 agent ``[[20000, 0.005, 0.01]]`` after
-    ``lambda_min=1e-4 lambda_max=1e-3`` and ``gate_explore=0.3`` (docs/results/sb3.md).
-    Example: ``--set "lambda_schedule=[[20000, 0.005, 0.01]]"``."""
+    """Later bounds of lambda: ``[[N, lambda_min, lambda_max], ...]``, each replacing the
+    bounds after N Lagrangian updates (world-model train steps, counted like
+    ``sparsity_warmup``); lambda is clamped into them at once. Empty (the default):
+    ``lambda_min`` and ``lambda_max`` throughout. Made for a price that starts low, so
+    that an edge worth something only at rare events is kept while its worth is learned,
+    and rises later to close the edges worth nothing: in the SB3 agent
+    ``[[21000, 0.005, 0.01]]`` after ``lambda_min=1e-4 lambda_max=1e-3`` and
+    ``gate_explore=0.3`` (with ``collect_steps=wm_updates=1000`` and ``prefill=2000``,
+    update 21,000 falls at env step 22,000; docs/results/sb3.md). Example:
+    ``--set "lambda_schedule=[[21000, 0.005, 0.01]]"``."""
     mse_ema: float = 0.98
     """Decay of the moving average of the MSE that drives lambda."""
     reward_weight: float = 1.0

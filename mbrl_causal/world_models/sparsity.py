@@ -43,10 +43,11 @@ the slack ``tau_factor`` and is pruned; measured on the ball's own error it is n
 is the design reason; in the README's measurements per-object constraints lower the MSE
 by 8-9 % but still miss the event edges.
 
-**A price schedule** (``schedule``, ``WorldModelConfig.lambda_schedule``): entries
-``(update, lambda_min, lambda_max)`` replace the bounds from that update on (the same
-update count as the warm-up; lambda is clamped into the new bounds at that update, so a
-raised floor takes effect at once). The use it was made for: a price low enough that an
+**A price schedule** (``schedule``, ``WorldModelConfig.lambda_schedule``): an entry
+``(N, lambda_min, lambda_max)`` replaces the bounds after N updates (counted like the
+warm-up: the lambda returned by the N-th update, used from train step N + 1 on, is
+clamped into the new bounds, so a raised floor acts at once; an entry within the warm-up
+sets the bounds the Lagrangian starts with). The use it was made for: a price low enough that an
 edge worth something only at rare events (a paddle hit) is kept while its worth is still
 being learned, then a higher one that closes the edges worth nothing; measured in the
 SB3 agent (docs/results/sb3.md).
@@ -61,25 +62,43 @@ from typing import Any
 __all__ = ["ObjectLagrangians", "SparsityLagrangian", "check_lambda_schedule"]
 
 
-def check_lambda_schedule(schedule: Sequence[Sequence[float]]) -> list[tuple[int, float, float]]:
-    """Validate a price schedule (:class:`SparsityLagrangian`): ``[update, lambda_min,
-    lambda_max]`` entries with whole, positive, strictly increasing updates and
-    ``0 < lambda_min <= lambda_max``; returns them as tuples."""
+def _number(value: Any) -> float | None:
+    """A schedule value as a float (YAML 1.1 reads ``5e-3`` as text), None if it is none."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def check_lambda_schedule(schedule: Any) -> list[tuple[int, float, float]]:
+    """Validate a price schedule (:class:`SparsityLagrangian`): a list of ``[update,
+    lambda_min, lambda_max]`` entries with whole, positive, strictly increasing updates
+    and ``0 < lambda_min <= lambda_max`` (numbers, or text that reads as one, such as
+    YAML's ``5e-3``); returns them as tuples."""
+    form = "a list of [update, lambda_min, lambda_max] entries, e.g. [[21000, 0.005, 0.01]]"
+    if isinstance(schedule, str | bytes) or not isinstance(schedule, Sequence):
+        raise ValueError(f"lambda_schedule must be {form}; got {schedule!r}")
     out: list[tuple[int, float, float]] = []
-    form = "entries [update, lambda_min, lambda_max]"
     for entry in schedule:
-        ok = isinstance(entry, Sequence) and not isinstance(entry, str) and len(entry) == 3
-        nums = ok and all(isinstance(v, int | float) and not isinstance(v, bool) for v in entry)
-        if not nums:
-            raise ValueError(f"lambda_schedule must be a list of {form}, got {entry!r}")
-        at, low, high = entry
+        ok = isinstance(entry, Sequence) and not isinstance(entry, str | bytes)
+        parsed = [_number(v) for v in entry] if ok else []
+        values = [v for v in parsed if v is not None]
+        if len(values) != 3 or len(parsed) != 3:
+            raise ValueError(f"lambda_schedule must be {form}; got the entry {entry!r}")
+        at, low, high = values
         if not math.isfinite(at) or at != int(at) or at < 1 or (out and at <= out[-1][0]):
             raise ValueError(
                 f"lambda_schedule updates must be whole numbers >= 1, increasing; got {entry!r}"
             )
         if not (math.isfinite(high) and 0 < low <= high):
             raise ValueError(f"lambda_schedule needs 0 < lambda_min <= lambda_max, got {entry!r}")
-        out.append((int(at), float(low), float(high)))
+        out.append((int(at), low, high))
     return out
 
 
@@ -95,8 +114,8 @@ class SparsityLagrangian:
         lr: Largest step of log(lambda) per update.
         ema: Decay of the MSE moving average.
         collapse_factor: Halve lambda while mse_avg > collapse_factor * tau.
-        schedule: ``(update, lambda_min, lambda_max)`` entries, updates increasing: the
-            bounds from that update on (module doc). Empty: the bounds above throughout.
+        schedule: ``(N, lambda_min, lambda_max)`` entries, N increasing: the bounds
+            after N updates (module doc). Empty: the bounds above throughout.
 
     >>> lag = SparsityLagrangian(tau=1.0, warmup=0, lambda_init=0.1, lr=0.1)
     >>> lag.update(0.5) > 0.1   # predicting better than tau: paths get dearer

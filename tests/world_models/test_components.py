@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 
+from mbrl_causal.config import from_mapping, parse_overrides
 from mbrl_causal.world_models import WORLD_MODELS, FitConfig, SequenceBatch, WorldModelConfig
 from mbrl_causal.world_models.adaptation import fit_regime_token
 from mbrl_causal.world_models.config import stored_world_model_config
@@ -620,11 +622,21 @@ def test_lagrangian_schedule_replaces_the_bounds_from_its_update_on() -> None:
     assert math.isclose(values[10], 1e-2)
     assert math.isclose(values[11], 1e-3)  # update 12: the lowered cap brings it down
     assert lag.bounds == (1e-7, 1e-3)
-    # the bounds follow the saved update count (a resumed run is on the same schedule)
-    copy = SparsityLagrangian(tau=1.0, warmup=2, lambda_min=1e-4, lambda_init=1e-4,
-                              lambda_max=2e-4, schedule=lag.schedule)  # fmt: skip
-    copy.load_state_dict(lag.state_dict())
-    assert copy.bounds == (1e-7, 1e-3)
+    # a resumed Lagrangian (saved before an entry) follows the same schedule
+    kwargs = {"tau": 1.0, "warmup": 2, "lambda_init": 1e-4, "lambda_min": 1e-4,
+              "lambda_max": 2e-4, "lr": 0.5, "ema": 0.0,
+              "schedule": [[6, 5e-3, 1e-2]]}  # fmt: skip
+    first, copy = SparsityLagrangian(**kwargs), SparsityLagrangian(**kwargs)
+    for _ in range(4):
+        first.update(0.5)
+    copy.load_state_dict(first.state_dict())
+    assert [copy.update(0.5) for _ in range(4)] == [first.update(0.5) for _ in range(4)]
+    assert copy.bounds == (5e-3, 1e-2)
+    # an entry within the warm-up sets the bounds lambda starts with
+    early = SparsityLagrangian(tau=1.0, warmup=5, lambda_init=1e-4, lambda_min=1e-4,
+                               lambda_max=2e-4, schedule=[[2, 5e-3, 1e-2]])  # fmt: skip
+    values = [early.update(0.5) for _ in range(6)]
+    assert values[:4] == [0.0] * 4 and math.isclose(values[4], 5e-3)
     # per-object Lagrangians pass it to each object
     per = ObjectLagrangians(tau=1.0, warmup=0, lambda_init=1e-4, lambda_min=1e-4,
                             lambda_max=2e-4, schedule=[[3, 5e-3, 1e-2]])  # fmt: skip
@@ -641,15 +653,28 @@ def test_lagrangian_schedule_replaces_the_bounds_from_its_update_on() -> None:
         ([[2.5, 1e-3, 1e-2]], "whole numbers >= 1, increasing"),
         ([[5, 1e-2, 1e-3]], "0 < lambda_min <= lambda_max"),
         ([[5, 0.0, 1e-3]], "0 < lambda_min <= lambda_max"),
-        ([[5, 1e-3]], r"entries \[update, lambda_min, lambda_max\]"),
-        (["5, 1e-3, 1e-2"], r"entries \[update, lambda_min, lambda_max\]"),
+        ([[5, 1e-3]], r"a list of \[update, lambda_min, lambda_max\] entries"),
+        (["5, 1e-3, 1e-2"], r"a list of \[update, lambda_min, lambda_max\] entries"),
+        ([[5, "low", 1e-2]], r"a list of \[update, lambda_min, lambda_max\] entries"),
+        ([21000, 0.005, 0.01], r"e\.g\. \[\[21000, 0\.005, 0\.01\]\]"),
+        (None, "a list of"),
+        ("[[21000, 0.005, 0.01]]", "a list of"),
     ],
 )
-def test_lambda_schedule_is_validated_with_the_config(schedule: list, message: str) -> None:
+def test_lambda_schedule_is_validated_with_the_config(schedule: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        WorldModelConfig(name="spartan", lambda_schedule=schedule)
+        WorldModelConfig(name="spartan", lambda_schedule=schedule)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=message):
-        SparsityLagrangian(schedule=schedule)
+        SparsityLagrangian(schedule=schedule)  # type: ignore[arg-type]
+
+
+def test_lambda_schedule_from_the_command_line() -> None:
+    # YAML 1.1 reads 5e-3 as text; the schedule takes it as the number it spells
+    sets = parse_overrides(["lambda_schedule=[[21000, 5e-3, 1e-2]]", "name=spartan"])
+    config = from_mapping(WorldModelConfig, sets, "world-model config")
+    assert config.lambda_schedule == [[21000, 5e-3, 1e-2]]
+    again = stored_world_model_config(yaml.safe_load(yaml.safe_dump(config.to_dict())))
+    assert again.lambda_schedule == config.lambda_schedule
 
 
 def test_lambda_schedule_reaches_the_lagrangian_and_old_files_have_none() -> None:
