@@ -16,7 +16,7 @@ from typing import Any, TypeVar, Union
 
 import yaml
 
-__all__ = ["EnvConfig", "from_mapping", "load_yaml", "parse_overrides"]
+__all__ = ["EnvConfig", "check_field", "from_mapping", "load_yaml", "parse_overrides"]
 
 C = TypeVar("C")
 
@@ -110,6 +110,15 @@ def _check_type(name: str, value: Any, annotation: Any) -> Any:
             return value
     names = " or ".join(getattr(o, "__name__", str(o)) for o in options)
     raise ValueError(f"{name} must be {names}, got {value!r}")
+
+
+def check_field(cls: type, name: str, value: Any, where: str = "config") -> Any:
+    """``value`` as dataclass ``cls``'s field ``name`` takes it (YAML's "1e-4" text becomes
+    a float); ValueError for an unknown field or a value of the wrong type."""
+    hints = typing.get_type_hints(cls)
+    if name not in hints:
+        raise ValueError(f"unknown {where} key {name!r}")
+    return _check_type(f"{where}.{name}", value, hints[name])
 
 
 def from_mapping(cls: type[C], data: dict[str, Any], where: str = "config") -> C:

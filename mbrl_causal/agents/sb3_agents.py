@@ -38,8 +38,8 @@ import yaml
 
 from mbrl_causal.agents import run as R
 from mbrl_causal.agents.config import PRESET_DIR, PRESETS
-from mbrl_causal.config import from_mapping, parse_overrides
-from mbrl_causal.world_models.config import WorldModelConfig, _one_of, stored_world_model_config
+from mbrl_causal.config import from_mapping
+from mbrl_causal.world_models.config import WorldModelConfig, _one_of, resumed_world_model_config
 
 __all__ = ["AGENTS", "SB3_ALGORITHMS", "SB3Agent", "SB3AgentConfig", "load_sb3_preset"]
 
@@ -215,6 +215,8 @@ class SB3Agent:
 
         c = self.config = config
         self.wm_config, self.seed, self.show_progress = wm_config, int(seed), show_progress
+        self.wm_changes: dict[str, Any] = {}
+        """World-model fields changed on resume (:meth:`from_checkpoint`), else empty."""
         self.run_dir = Path(run_dir)
         if c.threads:
             torch.set_num_threads(c.threads)
@@ -433,11 +435,21 @@ class SB3Agent:
             write_atomic(self.run_dir / "model.zip", lambda t: self.algo.save(t), ".zip")
 
     @classmethod
-    def from_checkpoint(cls, body: dict[str, Any], run_dir: str | Path,
-                        overrides: dict[str, Any] | None = None) -> SB3Agent:  # fmt: skip
-        """The agent of a checkpoint (``overrides``: agent fields, validated)."""
+    def from_checkpoint(
+        cls,
+        body: dict[str, Any],
+        run_dir: str | Path,
+        overrides: dict[str, Any] | None = None,
+        world_model_overrides: dict[str, Any] | None = None,
+    ) -> SB3Agent:
+        """The agent of a checkpoint (``overrides``: agent fields; ``world_model_overrides``:
+        fields of :data:`~mbrl_causal.world_models.config.CHANGEABLE_ON_RESUME`; both
+        validated, the world-model ones that changed in the agent's ``wm_changes``)."""
         cfg = from_mapping(SB3AgentConfig, {**body["agent"], **(overrides or {})}, "agent config")
-        agent = cls(cfg, stored_world_model_config(body["world_model"]), run_dir, body["seed"])
+        wm, wm_changes = resumed_world_model_config(body["world_model"],
+                                                    world_model_overrides or {})  # fmt: skip
+        agent = cls(cfg, wm, run_dir, body["seed"])
+        agent.wm_changes = wm_changes
         algo_cls = type(agent.algo)
         env = agent.imag if cfg.imagination else agent.real
         agent.algo = algo_cls.load(io.BytesIO(body["sb3"]), env=env, device="cpu")
@@ -492,18 +504,18 @@ def _resume(req: Any) -> SB3Agent:
         raise ValueError(f"{', '.join(refused)} cannot be given with --resume: the run keeps "
                          "its config (allowed on resume: --steps, --set of agent fields except "
                          f"{', '.join(FIXED_ON_RESUME)})")  # fmt: skip
-    over = dict(parse_overrides(req.overrides))
-    bad = [k for k in over if k in FIXED_ON_RESUME or k not in SB3AgentConfig.__dataclass_fields__]
-    if bad:
-        raise ValueError(
-            f"--set {bad[0]} cannot change on resume; fixed: {', '.join(FIXED_ON_RESUME)}"
-        )
+    from mbrl_causal.agents.train import split_resume_overrides
+
+    over, wm_over = split_resume_overrides(
+        req.overrides, set(SB3AgentConfig.__dataclass_fields__), FIXED_ON_RESUME
+    )
     if req.steps is not None:
         over["total_steps"] = req.steps
     body = R.read_checkpoint(R.latest_checkpoint(run_dir))
     changed = {k: v for k, v in over.items() if body["agent"].get(k) != v}
-    agent = SB3Agent.from_checkpoint(body, run_dir, changed)
+    agent = SB3Agent.from_checkpoint(body, run_dir, changed, wm_over)
     agent.show_progress = req.show_progress
+    changed.update(agent.wm_changes)
     if changed:
         print(f"resume: applied overrides {changed}", file=sys.stderr)
         R.write_config(run_dir, agent._config_record())

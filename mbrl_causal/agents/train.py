@@ -3,9 +3,11 @@
 Config precedence (lowest first): the preset (``--preset``), the options (``--env``,
 ``--world-model``, ``--obs``, ``--steps``, ``--regime-info``, ``--adapt-trigger``), then
 ``--set key=value`` (agent or world-model fields). On ``--resume`` the run's saved config
-is used; ``--steps``, ``--adapt-trigger`` and ``--set`` of agent fields are applied and
-printed (and logged as a ``resume`` record in metrics.jsonl and written to config.yaml);
-options that would change the networks, the env or the replay are refused.
+is used; ``--steps``, ``--adapt-trigger``, ``--set`` of agent fields and of the world
+model's training settings (:data:`~mbrl_causal.world_models.config.CHANGEABLE_ON_RESUME`)
+are applied and printed (and logged as a ``resume`` record in metrics.jsonl and written to
+config.yaml); options that would change the networks, the env, the replay or the saved
+state are refused.
 """
 
 from __future__ import annotations
@@ -60,6 +62,29 @@ def apply_overrides(
         else:
             allowed = ", ".join(sorted(agent_fields | model_fields))
             raise ValueError(f"--set {key}: not a settable field; allowed: {allowed}")
+
+
+def split_resume_overrides(
+    overrides: list[str], agent_fields: set[str], fixed: tuple[str, ...]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``--set`` items of a resume, as (agent fields, world-model fields); a field that may
+    not change on resume gives a ValueError listing the ones that may."""
+    from mbrl_causal.world_models.config import CHANGEABLE_ON_RESUME
+
+    over: dict[str, Any] = {}
+    wm_over: dict[str, Any] = {}
+    for key, value in parse_overrides(overrides).items():
+        if key in agent_fields and key not in fixed:
+            over[key] = value
+        elif key in CHANGEABLE_ON_RESUME:
+            wm_over[key] = value
+        else:
+            raise ValueError(
+                f"--set {key} cannot change on resume; allowed: agent fields "
+                f"{', '.join(sorted(agent_fields - set(fixed)))}; world-model fields "
+                f"{', '.join(CHANGEABLE_ON_RESUME)}"
+            )
+    return over, wm_over
 
 
 def resolve_configs(req: TrainRequest) -> tuple[AgentConfig, WorldModelConfig]:
@@ -117,27 +142,26 @@ def _resume(req: TrainRequest) -> Any:
             f"(allowed on resume: --steps, --adapt-trigger, --set of agent fields except "
             f"{', '.join(FIXED_ON_RESUME)})"
         )
-    over: dict[str, Any] = {}
     agent_fields = {f.name for f in dataclasses.fields(AgentConfig)}
-    for key, value in parse_overrides(req.overrides).items():
-        if key not in agent_fields or key in FIXED_ON_RESUME:
-            raise ValueError(
-                f"--set {key} cannot change on resume; allowed: "
-                f"{', '.join(sorted(agent_fields - set(FIXED_ON_RESUME)))}"
-            )
-        over[key] = value
+    over, wm_over = split_resume_overrides(req.overrides, agent_fields, FIXED_ON_RESUME)
     if req.steps is not None:
         over["total_steps"] = req.steps
     if req.adapt_trigger is not None:
         over["adapt_trigger"] = req.adapt_trigger
     old = saved["agent"]
     changed = {k: v for k, v in over.items() if old.get(k) != v}
-    agent = CausalDreamer.resume(run_dir, changed, req.show_progress)
-    if changed:
-        report = ", ".join(f"{k}: {old.get(k)!r} -> {v!r}" for k, v in changed.items())
+    agent = CausalDreamer.resume(run_dir, changed, req.show_progress, wm_over)
+    wm_changed = agent.wm_changes
+    if changed or wm_changed:
+        wm_old = saved["world_model"]
+        report = ", ".join(
+            [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in changed.items()]
+            + [f"{k}: {wm_old.get(k)!r} -> {v!r}" for k, v in wm_changed.items()]
+        )
         print(f"resume: applied overrides {report}", file=sys.stderr)
-        R.write_config(run_dir, {**saved, "agent": agent.config.to_dict()})
-    R.append_record(run_dir, "resume", agent.steps, {"overrides": changed})
+        R.write_config(run_dir, {**saved, "agent": agent.config.to_dict(),
+                                 "world_model": agent.wm_config.to_dict()})  # fmt: skip
+    R.append_record(run_dir, "resume", agent.steps, {"overrides": {**changed, **wm_changed}})
     print(f"resume: {run_dir} from env step {agent.steps}", file=sys.stderr)
     return agent
 

@@ -15,12 +15,14 @@ from typing import Any
 from mbrl_causal.world_models.sparsity import check_lambda_schedule
 
 __all__ = [
+    "CHANGEABLE_ON_RESUME",
     "OBS_SETTINGS",
     "PRESETS",
     "WORLD_MODELS",
     "FitConfig",
     "WorldModelConfig",
     "preset",
+    "resumed_world_model_config",
     "stored_world_model_config",
 ]
 
@@ -30,6 +32,16 @@ OBS_SETTINGS: tuple[str, ...] = ("objects", "pixels")
 SSM_BACKENDS: tuple[str, ...] = ("auto", "torch", "mamba_ssm")
 SPARSITY_CONSTRAINTS: tuple[str, ...] = ("per_object", "total")
 GATE_ACTION_KEYS: tuple[str, ...] = ("value", "type")
+CHANGEABLE_ON_RESUME: tuple[str, ...] = (
+    "lambda_min", "lambda_max", "lambda_schedule", "lambda_lr", "gate_explore",
+    "gate_score_cap", "gate_temperature", "gate_logit_weight", "kl_weight", "recon_weight",
+    "token_weight", "reward_weight", "cont_weight",
+)  # fmt: skip
+"""World-model fields that ``train --resume`` may change: the sparsity price's bounds,
+schedule and step, the gates' training settings and the loss weights. None of them shapes
+a parameter or a saved state, so the checkpoint loads unchanged and they act from the next
+update. Everything else (sizes, the sparsity constraint's kind, tau, the warm-up) is
+fixed once a run has started."""
 PRESETS: tuple[str, ...] = ("default", "debug")
 
 
@@ -239,6 +251,39 @@ def stored_world_model_config(mapping: dict[str, Any]) -> WorldModelConfig:
     old = {"sparsity_constraint": "total", "gate_action_key": "value", "gate_logit_weight": 0.0,
            "gate_detach": False, "gate_score_cap": 20.0}  # fmt: skip
     return WorldModelConfig(**{**old, **mapping})
+
+
+def resumed_world_model_config(
+    saved: dict[str, Any], changes: dict[str, Any]
+) -> tuple[WorldModelConfig, dict[str, Any]]:
+    """The world-model config of a run resumed with ``changes`` (``--set`` on resume).
+
+    Returns the validated config and the changes that differ from ``saved``. ``lambda_init``
+    only sets the price at the first update, long past on resume; when new bounds leave it
+    outside them it is clamped into them (so that the config stays valid), and the
+    Lagrangian clamps lambda itself into the new bounds at its next update.
+
+    Raises:
+        ValueError: for a field not in :data:`CHANGEABLE_ON_RESUME` (naming the allowed
+            ones) or a value the config refuses.
+    """
+    bad = [k for k in changes if k not in CHANGEABLE_ON_RESUME]
+    if bad:
+        raise ValueError(
+            f"--set {bad[0]} cannot change on resume; world-model fields allowed on resume: "
+            f"{', '.join(CHANGEABLE_ON_RESUME)}"
+        )
+    from mbrl_causal.config import check_field
+
+    old = stored_world_model_config(saved)
+    where = "world-model config"
+    typed = {k: check_field(WorldModelConfig, k, v, where) for k, v in changes.items()}
+    changed = {k: v for k, v in typed.items() if getattr(old, k) != v}
+    mapping = {**old.to_dict(), **changed}
+    low, high = mapping["lambda_min"], mapping["lambda_max"]
+    if {"lambda_min", "lambda_max"} & changed.keys() and 0 < low <= high:
+        mapping["lambda_init"] = min(max(mapping["lambda_init"], low), high)
+    return WorldModelConfig(**mapping), changed
 
 
 @dataclass

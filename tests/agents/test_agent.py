@@ -452,6 +452,75 @@ def test_resume_applies_and_reports_overrides(
     assert later == list(range((at // log_every + 1) * log_every, total + 1, log_every))
 
 
+def _lambdas(body: dict[str, Any]) -> list[float]:
+    """lambda of every per-object Lagrangian of a checkpoint (0 for one still warming up)."""
+    parts = body["lagrangian"]["objects"]
+    warmup = body["world_model_config"]["sparsity_warmup"]
+    return [math.exp(p["log_lambda"]) if p["updates"] >= warmup else 0.0 for p in parts]
+
+
+def test_resume_changes_the_sparsity_price_and_gate_training(
+    debug_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """World-model training fields (CHANGEABLE_ON_RESUME) change on resume: the new price
+    bounds hold lambda from the next update on, the gates explore, and the config, the
+    checkpoint and the resume record say so."""
+    run_dir = _copy(debug_run, tmp_path / "run")
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    before = _latest(run_dir)
+    at = before["counters"]["steps"]
+    assert max(_lambdas(before)) < 0.05  # the debug run's price is far below the new floor
+    sets = ["lambda_min=5e-2", "lambda_max=0.08", "gate_explore=0.2"]
+    args = [x for kv in sets for x in ("--set", kv)]
+    assert _cli(["train", "--resume", str(run_dir), "--steps", str(at + 400), *args, *QUIET]) == 0
+    [line] = [x for x in capsys.readouterr().err.splitlines() if x.startswith("resume: applied")]
+    old = saved["world_model"]
+    assert f"lambda_min: {old['lambda_min']!r} -> 0.05" in line
+    assert f"gate_explore: {old['gate_explore']!r} -> 0.2" in line
+    expected = {"lambda_min": 0.05, "lambda_max": 0.08, "gate_explore": 0.2}
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    # lambda_init (only the first update's price) is clamped into the new bounds
+    assert config["world_model"] == {**old, **expected, "lambda_init": 0.05}
+    after = _latest(run_dir)
+    assert after["world_model_config"] == config["world_model"]
+    assert (
+        after["lagrangian"]["objects"][0]["updates"] > before["lagrangian"]["objects"][0]["updates"]
+    )
+    assert all(0.05 * (1 - 1e-9) <= v <= 0.08 * (1 + 1e-9) for v in _lambdas(after))
+    [record] = [r for r in _records(run_dir) if r["kind"] == "resume"]
+    assert record["overrides"] == {"total_steps": at + 400, **expected}
+    agent = CausalDreamer.resume(run_dir)  # and a later resume keeps them
+    assert {g.explore for g in agent.model.modules() if hasattr(g, "explore")} == {0.2}
+    assert {p.bounds for p in agent.lagrangian.parts} == {(0.05, 0.08)}
+    agent.close()
+
+
+@pytest.mark.parametrize(
+    ("sets", "needle"),
+    [
+        (["tau=0.1"], "world-model fields lambda_min, lambda_max, lambda_schedule"),
+        (["sparsity_warmup=5"], "cannot change on resume"),
+        (["lambda_min=-1"], "lambda_min must be > 0"),
+        (["lambda_min=0.5"], "need lambda_min <= lambda_init <= lambda_max"),
+        (["lambda_schedule=[[5, 0.1]]"], "lambda_schedule must be a list of"),
+        (["gate_explore=1.5"], "gate_explore must be in [0, 1)"),
+    ],
+)
+def test_resume_refuses_world_model_changes_it_cannot_make(
+    debug_run: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    sets: list[str],
+    needle: str,
+) -> None:
+    run_dir = _copy(debug_run, tmp_path / "run")
+    before = _snapshot(run_dir)
+    args = [x for kv in sets for x in ("--set", kv)]
+    assert _cli(["train", "--resume", str(run_dir), *args, *QUIET]) == 2
+    assert needle in _one_line_error(capsys.readouterr().err)
+    assert _snapshot(run_dir) == before
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [

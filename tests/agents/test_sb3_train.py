@@ -4,6 +4,7 @@ preset, `evaluate` on those runs, resume of an imagination run, and bad input.""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,31 @@ def test_resume_of_an_imagination_run(tmp_path: Path) -> None:
                            last["world_model_state"]["codebook.weight"])  # fmt: skip
     assert _cli(["train", "--resume", str(run_dir), "--agent", "ppo", *FAST]) == 2
     assert _cli(["train", "--resume", str(run_dir), "--set", "imag_envs=4", *FAST]) == 2
+
+
+def test_resume_of_an_imagination_run_with_a_new_sparsity_price(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The world model's price bounds change on resume of an SB3 run too (the callback's
+    Lagrangian is rebuilt from the new config and loads its saved state)."""
+    run_dir = tmp_path / "run"
+    assert _cli(["train", "--agent", "ppo-imagination", "--env", NEUTRAL, "--preset", "debug",
+                 "--logdir", str(run_dir), "--steps", "400", *FAST]) == 0  # fmt: skip
+    first = R.read_checkpoint(R.latest_checkpoint(run_dir))
+    old = first["world_model"]
+    rc = _cli(["train", "--resume", str(run_dir), "--steps", "800", "--set", "lambda_min=0.05",
+               "--set", "lambda_max=0.08", "--no-eval", "--no-progress"])  # fmt: skip
+    assert rc == 0
+    assert "'lambda_min': 0.05" in capsys.readouterr().err
+    last = R.read_checkpoint(R.latest_checkpoint(run_dir))
+    expected = {**old, "lambda_min": 0.05, "lambda_max": 0.08, "lambda_init": 0.05}
+    assert last["world_model"] == expected
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["world_model"] == expected
+    parts = last["storage"]["lagrangian"]["objects"]
+    assert parts and all(p["updates"] >= old["sparsity_warmup"] for p in parts)
+    before = [math.exp(p["log_lambda"]) for p in first["storage"]["lagrangian"]["objects"]]
+    assert max(before) < 0.05
+    assert all(0.05 * (1 - 1e-9) <= math.exp(p["log_lambda"]) <= 0.08 for p in parts)
 
 
 def test_bad_agent_values(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

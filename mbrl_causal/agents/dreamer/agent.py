@@ -39,7 +39,11 @@ from mbrl_causal.agents.dreamer.actor_critic import (
 from mbrl_causal.agents.replay import Replay
 from mbrl_causal.config import from_mapping
 from mbrl_causal.io import write_atomic
-from mbrl_causal.world_models.config import WorldModelConfig, stored_world_model_config
+from mbrl_causal.world_models.config import (
+    WorldModelConfig,
+    resumed_world_model_config,
+    stored_world_model_config,
+)
 from mbrl_causal.world_models.metrics import GraphStats
 from mbrl_causal.world_models.model import SequenceBatch, WorldModel
 from mbrl_causal.world_models.training import (
@@ -107,6 +111,8 @@ class CausalDreamer:
             wm_cfg = WorldModelConfig(name=world_model, obs=cfg.obs)
         cfg = dataclasses.replace(cfg, world_model=wm_cfg.name)
         self.config, self.wm_config, self.seed = cfg, wm_cfg, int(seed)
+        self.wm_changes: dict[str, Any] = {}
+        """World-model fields changed on resume (:meth:`resume`), else empty."""
         self.show_progress = show_progress
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -578,10 +584,15 @@ class CausalDreamer:
         run_dir: str | Path,
         overrides: dict[str, Any] | None = None,
         show_progress: bool = False,
+        world_model_overrides: dict[str, Any] | None = None,
     ) -> CausalDreamer:
-        """Continue a run from its latest checkpoint (``overrides``: agent config fields).
+        """Continue a run from its latest checkpoint (``overrides``: agent config fields;
+        ``world_model_overrides``: fields of
+        :data:`~mbrl_causal.world_models.config.CHANGEABLE_ON_RESUME`, such as the
+        sparsity price's bounds or schedule).
 
-        Fields that shape the networks or the replay cannot change on resume.
+        Fields that shape the networks or the replay cannot change on resume. The world-model
+        fields that changed are in the returned agent's ``wm_changes``.
         """
         rd = Path(run_dir)
         R.read_config(rd)
@@ -591,9 +602,14 @@ class CausalDreamer:
                 raise ValueError(
                     f"{k} cannot change on resume (fixed: {', '.join(FIXED_ON_RESUME)})"
                 )
-        body = {**body, "config": {**body["config"], **(overrides or {})}}
+        wm, wm_changes = resumed_world_model_config(
+            body["world_model_config"], world_model_overrides or {}
+        )
+        body = {**body, "config": {**body["config"], **(overrides or {})},
+                "world_model_config": wm.to_dict()}  # fmt: skip
         from_mapping(AgentConfig, body["config"], "agent config")  # validate the overrides
         agent = cls._from_state(body, rd)
+        agent.wm_changes = wm_changes
         agent.show_progress = show_progress
         agent.wm_opt.load_state_dict(body["wm_opt"])
         agent.lagrangian.load_state_dict(body["lagrangian"])
