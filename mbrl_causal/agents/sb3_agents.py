@@ -39,7 +39,12 @@ import yaml
 from mbrl_causal.agents import run as R
 from mbrl_causal.agents.config import PRESET_DIR, PRESETS
 from mbrl_causal.config import from_mapping
-from mbrl_causal.world_models.config import WorldModelConfig, _one_of, resumed_world_model_config
+from mbrl_causal.world_models.config import (
+    CHANGEABLE_ON_RESUME,
+    WorldModelConfig,
+    _one_of,
+    resumed_world_model_config,
+)
 
 __all__ = ["AGENTS", "SB3_ALGORITHMS", "SB3Agent", "SB3AgentConfig", "load_sb3_preset"]
 
@@ -503,8 +508,9 @@ def _resume(req: Any) -> SB3Agent:
     if refused:
         raise ValueError(f"{', '.join(refused)} cannot be given with --resume: the run keeps "
                          "its config (allowed on resume: --steps, --set of agent fields except "
-                         f"{', '.join(FIXED_ON_RESUME)})")  # fmt: skip
-    from mbrl_causal.agents.train import split_resume_overrides
+                         f"{', '.join(FIXED_ON_RESUME)}, and --set of the world-model fields "
+                         f"{', '.join(CHANGEABLE_ON_RESUME)})")  # fmt: skip
+    from mbrl_causal.agents.train import check_steps_left, split_resume_overrides
 
     over, wm_over = split_resume_overrides(
         req.overrides, set(SB3AgentConfig.__dataclass_fields__), FIXED_ON_RESUME
@@ -512,6 +518,15 @@ def _resume(req: Any) -> SB3Agent:
     if req.steps is not None:
         over["total_steps"] = req.steps
     body = R.read_checkpoint(R.latest_checkpoint(run_dir))
+    _, wm_changes = resumed_world_model_config(body["world_model"], wm_over)  # checks them
+    if wm_changes:
+        if body["world_model_state"] is None:
+            raise ValueError(
+                f"--set {next(iter(wm_changes))}: this {body['algorithm']} run has no world "
+                "model (world-model fields apply to ppo-imagination and sac-imagination)"
+            )
+        total = over.get("total_steps", body["agent"]["total_steps"])
+        check_steps_left(body["counters"]["steps"], total, wm_changes)
     changed = {k: v for k, v in over.items() if body["agent"].get(k) != v}
     agent = SB3Agent.from_checkpoint(body, run_dir, changed, wm_over)
     agent.show_progress = req.show_progress

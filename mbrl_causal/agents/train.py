@@ -22,7 +22,12 @@ from typing import Any
 from mbrl_causal.agents import run as R
 from mbrl_causal.agents.config import FIXED_ON_RESUME, AgentConfig, load_preset
 from mbrl_causal.config import from_mapping, parse_overrides
-from mbrl_causal.world_models.config import WorldModelConfig
+from mbrl_causal.world_models.config import (
+    CHANGEABLE_ON_RESUME,
+    WorldModelConfig,
+    resumed_world_model_config,
+    stored_world_model_config,
+)
 from mbrl_causal.world_models.training import check_dense_reference
 
 __all__ = ["TrainRequest", "resolve_configs", "train_command"]
@@ -64,13 +69,21 @@ def apply_overrides(
             raise ValueError(f"--set {key}: not a settable field; allowed: {allowed}")
 
 
+def check_steps_left(steps: int, total: int, changed: dict[str, Any]) -> None:
+    """ValueError when world-model fields change on resume of a run with no steps left: no
+    checkpoint would then hold them, and the next resume would go back to the old ones."""
+    if steps >= total:
+        raise ValueError(
+            f"--set {next(iter(changed))}: the run is at env step {steps} of its {total}, so "
+            f"nothing would train with it; give --steps N (N > {steps}) as well"
+        )
+
+
 def split_resume_overrides(
     overrides: list[str], agent_fields: set[str], fixed: tuple[str, ...]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """``--set`` items of a resume, as (agent fields, world-model fields); a field that may
     not change on resume gives a ValueError listing the ones that may."""
-    from mbrl_causal.world_models.config import CHANGEABLE_ON_RESUME
-
     over: dict[str, Any] = {}
     wm_over: dict[str, Any] = {}
     for key, value in parse_overrides(overrides).items():
@@ -140,7 +153,8 @@ def _resume(req: TrainRequest) -> Any:
         raise ValueError(
             f"{', '.join(refused)} cannot be given with --resume: the run keeps its config "
             f"(allowed on resume: --steps, --adapt-trigger, --set of agent fields except "
-            f"{', '.join(FIXED_ON_RESUME)})"
+            f"{', '.join(FIXED_ON_RESUME)}, and --set of the world-model fields "
+            f"{', '.join(CHANGEABLE_ON_RESUME)})"
         )
     agent_fields = {f.name for f in dataclasses.fields(AgentConfig)}
     over, wm_over = split_resume_overrides(req.overrides, agent_fields, FIXED_ON_RESUME)
@@ -150,10 +164,14 @@ def _resume(req: TrainRequest) -> Any:
         over["adapt_trigger"] = req.adapt_trigger
     old = saved["agent"]
     changed = {k: v for k, v in over.items() if old.get(k) != v}
+    _, wm_changes = resumed_world_model_config(saved["world_model"], wm_over)  # checks them
+    if wm_changes:  # before the resume touches the run (it trims the replay)
+        at = R.checkpoint_step(R.latest_checkpoint(run_dir))
+        check_steps_left(at, over.get("total_steps", old["total_steps"]), wm_changes)
     agent = CausalDreamer.resume(run_dir, changed, req.show_progress, wm_over)
     wm_changed = agent.wm_changes
     if changed or wm_changed:
-        wm_old = saved["world_model"]
+        wm_old = stored_world_model_config(saved["world_model"]).to_dict()
         report = ", ".join(
             [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in changed.items()]
             + [f"{k}: {wm_old.get(k)!r} -> {v!r}" for k, v in wm_changed.items()]

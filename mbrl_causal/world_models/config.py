@@ -35,10 +35,11 @@ GATE_ACTION_KEYS: tuple[str, ...] = ("value", "type")
 CHANGEABLE_ON_RESUME: tuple[str, ...] = (
     "lambda_min", "lambda_max", "lambda_schedule", "lambda_lr", "gate_explore",
     "gate_score_cap", "gate_temperature", "gate_logit_weight", "kl_weight", "recon_weight",
-    "token_weight", "reward_weight", "cont_weight",
+    "token_weight", "reward_weight", "cont_weight", "gate_detach", "mse_ema",
 )  # fmt: skip
 """World-model fields that ``train --resume`` may change: the sparsity price's bounds,
-schedule and step, the gates' training settings and the loss weights. None of them shapes
+schedule and step, the gates' training settings, the loss weights and the decay of the
+MSE's moving average. None of them shapes
 a parameter or a saved state, so the checkpoint loads unchanged and they act from the next
 update. Everything else (sizes, the sparsity constraint's kind, tau, the warm-up) is
 fixed once a run has started."""
@@ -258,14 +259,18 @@ def resumed_world_model_config(
 ) -> tuple[WorldModelConfig, dict[str, Any]]:
     """The world-model config of a run resumed with ``changes`` (``--set`` on resume).
 
-    Returns the validated config and the changes that differ from ``saved``. ``lambda_init``
-    only sets the price at the first update, long past on resume; when new bounds leave it
-    outside them it is clamped into them (so that the config stays valid), and the
-    Lagrangian clamps lambda itself into the new bounds at its next update.
+    Returns the validated config and the changes that differ from ``saved`` (as the config
+    holds them: YAML's "5e-3" text is a number there). ``lambda_init`` only sets the price
+    at the first update, long past on resume; when new bounds leave it outside them it is
+    clamped into them (so that the config stays valid). The Lagrangian clamps lambda itself
+    into the new bounds when it is loaded.
 
     Raises:
         ValueError: for a field not in :data:`CHANGEABLE_ON_RESUME` (naming the allowed
-            ones) or a value the config refuses.
+            ones), a value the config refuses, ``lambda_min > lambda_max``, or new bounds
+            for a run with a ``lambda_schedule`` without a new schedule (the schedule's
+            entries replace the bounds from their update on, so the new bounds would not
+            act once an entry has).
     """
     bad = [k for k in changes if k not in CHANGEABLE_ON_RESUME]
     if bad:
@@ -278,12 +283,22 @@ def resumed_world_model_config(
     old = stored_world_model_config(saved)
     where = "world-model config"
     typed = {k: check_field(WorldModelConfig, k, v, where) for k, v in changes.items()}
-    changed = {k: v for k, v in typed.items() if getattr(old, k) != v}
-    mapping = {**old.to_dict(), **changed}
+    mapping = {**old.to_dict(), **typed}
     low, high = mapping["lambda_min"], mapping["lambda_max"]
-    if {"lambda_min", "lambda_max"} & changed.keys() and 0 < low <= high:
-        mapping["lambda_init"] = min(max(mapping["lambda_init"], low), high)
-    return WorldModelConfig(**mapping), changed
+    if {"lambda_min", "lambda_max"} & typed.keys():
+        if 0 < high < low:
+            raise ValueError(f"lambda_min ({low}) must be <= lambda_max ({high})")
+        if mapping["lambda_schedule"] and "lambda_schedule" not in typed:
+            raise ValueError(
+                f"this run has lambda_schedule={mapping['lambda_schedule']}, whose entries "
+                "replace lambda_min and lambda_max from their update on; give "
+                "--set lambda_schedule=... with the new bounds (lambda_schedule=[] drops it)"
+            )
+        if 0 < low <= high:
+            mapping["lambda_init"] = min(max(mapping["lambda_init"], low), high)
+    new = WorldModelConfig(**mapping)
+    changed = {k: getattr(new, k) for k in typed if getattr(new, k) != getattr(old, k)}
+    return new, changed
 
 
 @dataclass

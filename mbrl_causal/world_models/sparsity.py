@@ -227,6 +227,9 @@ class SparsityLagrangian:
         for k in ("tau", "log_lambda", "mse_avg", "updates"):
             setattr(self, k, state[k])
         self.reference_avg = state.get("reference_avg")  # absent before the reference
+        if self.active:  # bounds changed on resume act at once (else a no-op: see update)
+            low, high = self.bounds
+            self.log_lambda = min(max(self.log_lambda, math.log(low)), math.log(high))
 
 
 class ObjectLagrangians:

@@ -501,9 +501,11 @@ def test_resume_changes_the_sparsity_price_and_gate_training(
         (["tau=0.1"], "world-model fields lambda_min, lambda_max, lambda_schedule"),
         (["sparsity_warmup=5"], "cannot change on resume"),
         (["lambda_min=-1"], "lambda_min must be > 0"),
-        (["lambda_min=0.5"], "need lambda_min <= lambda_init <= lambda_max"),
         (["lambda_schedule=[[5, 0.1]]"], "lambda_schedule must be a list of"),
         (["gate_explore=1.5"], "gate_explore must be in [0, 1)"),
+        (["lambda_min=0.5"], "lambda_min (0.5) must be <= lambda_max (0.1)"),
+        # the debug run is at its last step: no checkpoint would hold the change
+        (["gate_explore=0.2"], "nothing would train with it; give --steps N"),
     ],
 )
 def test_resume_refuses_world_model_changes_it_cannot_make(

@@ -136,6 +136,20 @@ def test_resume_of_an_imagination_run_with_a_new_sparsity_price(
     assert all(0.05 * (1 - 1e-9) <= math.exp(p["log_lambda"]) <= 0.08 for p in parts)
 
 
+def test_resume_of_a_ppo_run_refuses_world_model_fields(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = tmp_path / "run"
+    assert _cli(["train", "--agent", "ppo", "--env", NEUTRAL, "--preset", "debug",
+                 "--logdir", str(run_dir), "--steps", "256", "--no-eval", *FAST]) == 0  # fmt: skip
+    before = {p: p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
+    rc = _cli(["train", "--resume", str(run_dir), "--steps", "512", "--set", "lambda_min=0.05",
+               "--no-eval", "--no-progress"])  # fmt: skip
+    assert rc == 2
+    assert "this ppo run has no world model" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()} == before
+
+
 def test_bad_agent_values(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert _cli(["train", "--agent", "a2c", "--logdir", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err

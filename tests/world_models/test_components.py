@@ -19,7 +19,10 @@ import yaml
 from mbrl_causal.config import from_mapping, parse_overrides
 from mbrl_causal.world_models import WORLD_MODELS, FitConfig, SequenceBatch, WorldModelConfig
 from mbrl_causal.world_models.adaptation import fit_regime_token
-from mbrl_causal.world_models.config import stored_world_model_config
+from mbrl_causal.world_models.config import (
+    resumed_world_model_config,
+    stored_world_model_config,
+)
 from mbrl_causal.world_models.encoders import masked_images
 from mbrl_causal.world_models.gates import (
     LOGIT_BOUND,
@@ -688,6 +691,53 @@ def test_lambda_schedule_reaches_the_lagrangian_and_old_files_have_none() -> Non
     saved = make_model("spartan").config.to_dict()
     del saved["lambda_schedule"]  # a file written before the option
     assert stored_world_model_config(saved).lambda_schedule == []
+
+
+def test_resumed_world_model_config_checks_and_normalises_the_changes() -> None:
+    saved = WorldModelConfig(name="spartan").to_dict()
+    new, changed = resumed_world_model_config(saved, {"lambda_min": "5e-2", "gate_explore": 0.0})
+    # YAML's text is the number; an unchanged value is no change; lambda_init follows
+    assert changed == {"lambda_min": 0.05} and isinstance(changed["lambda_min"], float)
+    assert new.lambda_min == new.lambda_init == 0.05 and new.lambda_max == saved["lambda_max"]
+    _, changed = resumed_world_model_config(
+        saved, {"lambda_schedule": [[10, "5e-3", "1e-2"]], "mse_ema": 0.9}
+    )
+    assert changed == {"lambda_schedule": [[10, 5e-3, 1e-2]], "mse_ema": 0.9}
+    with pytest.raises(ValueError, match=r"lambda_min \(0\.5\) must be <= lambda_max \(0\.1\)"):
+        resumed_world_model_config(saved, {"lambda_min": 0.5})
+    with pytest.raises(ValueError, match="world-model fields allowed on resume: lambda_min"):
+        resumed_world_model_config(saved, {"d_model": 32})
+    with pytest.raises(ValueError, match="gate_explore must be in"):
+        resumed_world_model_config(saved, {"gate_explore": 1.0})
+    # with a schedule, new bounds alone would be overridden by its entries: refused
+    scheduled = {**saved, "lambda_schedule": [[10, 1e-3, 2e-3]]}
+    with pytest.raises(ValueError, match=r"give --set lambda_schedule=\.\.\. with the new bounds"):
+        resumed_world_model_config(scheduled, {"lambda_max": 0.05})
+    new, changed = resumed_world_model_config(
+        scheduled, {"lambda_max": 0.05, "lambda_schedule": []}
+    )
+    assert new.lambda_schedule == [] and changed == {"lambda_max": 0.05, "lambda_schedule": []}
+
+
+def test_a_lagrangian_loaded_under_new_bounds_is_clamped_at_once() -> None:
+    """Loading into a Lagrangian with other bounds (a resume with new ``lambda_min``)
+    clamps lambda at once when it is active, and changes nothing in the warm-up or when
+    the bounds are the saved ones (so a resumed run repeats an uninterrupted one)."""
+    lag = SparsityLagrangian(tau=1.0, warmup=2, lambda_init=1e-4, lambda_max=0.1)
+    for _ in range(5):
+        lag.update(0.5)
+    state = lag.state_dict()
+    same = SparsityLagrangian(tau=1.0, warmup=2, lambda_init=1e-4, lambda_max=0.1)
+    same.load_state_dict(state)
+    assert same.state_dict() == state
+    raised = SparsityLagrangian(tau=1.0, warmup=2, lambda_init=0.05, lambda_min=0.05)
+    raised.load_state_dict(state)
+    assert state["log_lambda"] < math.log(0.05) and math.isclose(raised.value, 0.05)
+    early = SparsityLagrangian(tau=1.0, warmup=10, lambda_init=1e-4)
+    early.update(0.5)
+    warm = SparsityLagrangian(tau=1.0, warmup=10, lambda_init=0.05, lambda_min=0.05)
+    warm.load_state_dict(early.state_dict())
+    assert warm.state_dict() == early.state_dict()  # in the warm-up: untouched
 
 
 def _train_edges(
