@@ -16,8 +16,15 @@
 # Neutral in docs/results/sb3.md ("ppo-imagination at the Dreamer's update ratio"):
 #   IMAG_WORLD_MODEL=dense-transformer IMAG_SET="collect_steps=1000 wm_updates=1000
 #   seq_len=32 prefill=2000 n_steps=16 imag_steps=65536 ppo_batch_size=512 ent_coef=0.03"
-# Writes runs/sb3_sample_efficiency/<agent>/ (run directories) and
-# runs/sb3_sample_efficiency/result.json: {agent: {steps_to_target, final_return, ...}}.
+# PPO runs once per seed of PPO_SEEDS (default "0"; PPO's first crossing varies by 2.8x
+# over seeds 0-4, see docs/results/sb3.md) for PPO_STEPS real steps (default STEPS: PPO
+# needs 100,000 or more where the others need 16,000), e.g.
+#   PPO_SEEDS="0 1 2 3 4" PPO_STEPS=150000 bash benchmarks/sb3_sample_efficiency.sh 16000
+# Writes runs/sb3_sample_efficiency/<agent>/ (run directories; PPO's are ppo-seed<S>/) and
+# runs/sb3_sample_efficiency/result.json: {agent: {steps_to_target, final_return, ...}};
+# "ppo" holds one such record per seed under "seeds" and the median over the seeds of
+# both step counts (env steps; the lower middle value for an even count of seeds; a seed
+# that never reached TARGET, null, counts as later than every other).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEPS="${1:-100000}"
@@ -25,7 +32,17 @@ TARGET="${2:-0.0}"
 BIN=.venv/bin
 OUT=runs/sb3_sample_efficiency
 mkdir -p "$OUT"
-for agent in ppo ppo-imagination dreamer; do
+PPO_SEEDS="${PPO_SEEDS:-0}"
+for seed in $PPO_SEEDS; do
+  rm -rf "${OUT:?}/ppo-seed$seed"
+  $BIN/mbrl-causal train --agent ppo --env InterventionalPong-Neutral-v0 --preset quick \
+    --steps "${PPO_STEPS:-$STEPS}" --seed "$seed" --logdir "$OUT/ppo-seed$seed" --no-eval \
+    --no-progress --set log_every=1000 --set checkpoint_every="${CKPT_EVERY:-5000}" \
+    --set keep_checkpoints=100000
+  bash benchmarks/eval_curve.sh "$OUT/ppo-seed$seed" "${EVAL_EPISODES:-20}" neutral "$TARGET" \
+    > /dev/null
+done
+for agent in ppo-imagination dreamer; do
   rm -rf "${OUT:?}/$agent"
   extra=()
   if [ "$agent" = dreamer ]; then
@@ -39,23 +56,39 @@ for agent in ppo ppo-imagination dreamer; do
     --set checkpoint_every="${CKPT_EVERY:-5000}" --set keep_checkpoints=100000 "${extra[@]}"
   bash benchmarks/eval_curve.sh "$OUT/$agent" "${EVAL_EPISODES:-20}" neutral "$TARGET" > /dev/null
 done
-$BIN/python - "$OUT" "$TARGET" <<'PY'
-import json, sys, pathlib
-out, target = pathlib.Path(sys.argv[1]), float(sys.argv[2])
-result = {"env": "InterventionalPong-Neutral-v0", "target_return": target}
-for agent in ("ppo", "ppo-imagination", "dreamer"):
-    recs = [json.loads(l) for l in (out / agent / "metrics.jsonl").read_text().splitlines() if l]
+$BIN/python - "$OUT" "$TARGET" $PPO_SEEDS <<'PY'
+import json, math, statistics, sys, pathlib
+out, target, seeds = pathlib.Path(sys.argv[1]), float(sys.argv[2]), sys.argv[3:]
+
+def record(run):
+    recs = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if l]
     curve = [(r["step"], r["rollout/episode_return"]) for r in recs
              if r.get("kind") == "scalars" and r.get("rollout/episode_return") is not None]
     hit = [s for s, v in curve if v >= target]
-    ev = json.loads((out / agent / "eval" / "curve.json").read_text())
-    result[agent] = {"steps_to_target": hit[0] if hit else None,
-                     "eval_steps_to_target": ev["steps_to_target"],
-                     "eval_curve": [[c["step"], c["return_mean"]] for c in ev["curve"]],
-                     "final_return": curve[-1][1] if curve else None,
-                     "best_return": max(v for _, v in curve) if curve else None,
-                     "curve": curve}
+    ev = json.loads((run / "eval" / "curve.json").read_text())
+    return {"steps_to_target": hit[0] if hit else None,
+            "eval_steps_to_target": ev["steps_to_target"],
+            "eval_curve": [[c["step"], c["return_mean"]] for c in ev["curve"]],
+            "final_return": curve[-1][1] if curve else None,
+            "best_return": max(v for _, v in curve) if curve else None,
+            "curve": curve}
+
+def median(values):  # a seed that never reached the target is later than every other
+    m = statistics.median_low([math.inf if v is None else v for v in values])
+    return None if m == math.inf else m
+
+result = {"env": "InterventionalPong-Neutral-v0", "target_return": target}
+per_seed = {s: record(out / f"ppo-seed{s}") for s in seeds}
+result["ppo"] = {"seeds": per_seed,
+                 "steps_to_target": median([r["steps_to_target"] for r in per_seed.values()]),
+                 "eval_steps_to_target": median(
+                     [r["eval_steps_to_target"] for r in per_seed.values()])}
+for agent in ("ppo-imagination", "dreamer"):
+    result[agent] = record(out / agent)
 (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
-print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk not in ("curve", "eval_curve")} if isinstance(v, dict) else v
-                  for k, v in result.items()}, indent=2))
+brief = {k: {kk: vv for kk, vv in v.items() if kk not in ("curve", "eval_curve", "seeds")}
+         if isinstance(v, dict) else v for k, v in result.items()}
+brief["ppo"]["eval_steps_to_target_per_seed"] = {
+    s: r["eval_steps_to_target"] for s, r in per_seed.items()}
+print(json.dumps(brief, indent=2))
 PY
