@@ -4,12 +4,16 @@
 measures, in one process and interleaved (so machine load hits both alike):
 
 - ``ours_per_state``: :class:`~mbrl_causal.analysis.jacobian.StepJacobian` called on one
-  state at a time (one ``mujoco.rollout`` call of 2 (nx + nu) + 1 replays of
-  ``frame_skip`` steps per state), 1 thread;
+  state at a time (one C call of 2 (nx + nu) + 1 replays of ``frame_skip`` steps per
+  state), 1 thread;
 - ``ours_batch_1_thread`` / ``ours_batch_N_threads``: the same Jacobians through
   :meth:`~mbrl_causal.analysis.jacobian.StepJacobian.batch`, ``--batch`` states per
-  rollout call (what ``mbrl-causal sparsity`` does), with 1 and with ``--threads``
-  threads (timed from setting each state to the last Jacobian, snapshots included);
+  C call (what ``mbrl-causal sparsity`` does), with 1 and with ``--threads``
+  threads (timed from setting each state to the last Jacobian, snapshots included),
+  on the default backend (``mujoco.batch`` on MuJoCo >= 4.0, named in ``"backend"``);
+- ``ours_rollout_N_threads``: the same on the ``mujoco.rollout`` backend with its
+  default threads, one per CPU (what older MuJoCo gets; only where the default backend
+  is ``mujoco.batch``, whose default is 4 threads per CPU: :func:`default_threads`);
 - ``mjd_chain``: ``frame_skip`` calls of ``mjd_transitionFD`` (centred, same eps) with
   ``mj_step`` between them and the products A_k ... A_1, sum A.. B_k: the same Jacobian
   by MuJoCo's own C routine (Euler envs only);
@@ -81,10 +85,10 @@ def _ours(env: Any) -> Callable[[mujoco.MjData, np.ndarray], None]:
     return run
 
 
-def _batched(env: Any, threads: int, batch: int) -> Case:
+def _batched(env: Any, threads: int, batch: int, backend: str = "auto") -> Case:
     """Rate of ``StepJacobian.batch`` over the states, ``batch`` at a time."""
     m, _, skip = env_parts(env)
-    jac = StepJacobian(m, skip, JacobianConfig(threads=threads, batch=batch))
+    jac = StepJacobian(m, skip, JacobianConfig(threads=threads, batch=batch, backend=backend))
     d = mujoco.MjData(m)
 
     def rate(_: Any, states: list[np.ndarray], actions: list[np.ndarray]) -> float:
@@ -147,6 +151,9 @@ def _cases(env: Any, threads: int, batch: int, chain: bool) -> dict[str, Case]:
     cases["ours_batch_1_thread"] = _batched(env, 1, batch)
     if threads > 1:
         cases[f"ours_batch_{threads}_threads"] = _batched(env, threads, batch)
+    if chain and JacobianConfig().resolved_backend != "rollout":
+        n = default_threads("rollout")
+        cases[f"ours_rollout_{n}_threads"] = _batched(env, n, batch, "rollout")
     if chain:
         cases["mjd_chain"] = _per_call(_chain(env))
     return cases
@@ -186,6 +193,7 @@ def bench_jacobians(
         "repeats": repeats,
         "batch": batch,
         "threads": threads,
+        "backend": JacobianConfig().resolved_backend,
         "cpu_count": os.cpu_count(),
         "jacobians_per_s": rates,
         "ratio_over_mjd_chain": {k: v / chain for k, v in rates.items() if k != "mjd_chain"},
@@ -199,8 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m mbrl_causal.analysis.bench")
     p.add_argument("--states", type=int, default=200, help="states per timed run (200)")
     p.add_argument("--repeats", type=int, default=5, help="timed runs (median reported)")
-    p.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
-    p.add_argument("--batch", type=int, default=64, help="states per rollout call (64)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads (default: the CPUs, x4 on mujoco.batch)")  # fmt: skip
+    p.add_argument("--batch", type=int, default=64, help="states per C call (64)")
     p.add_argument("--json", metavar="FILE", help="also write the JSON to FILE")
     args = p.parse_args(argv)
     if args.states < 1 or args.repeats < 1 or args.batch < 1:

@@ -90,7 +90,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--sweep", action="store_true", help=f"also report thresholds {sweep}")
     p.add_argument("--eps", type=_eps, default=1e-6, help="finite-difference step (1e-6)")
     p.add_argument("--threads", type=_positive_int, default=None,
-                   help="mujoco.rollout threads (default: the CPUs this process may use; the "
+                   help="threads of the C call that runs the replays (default: the CPUs this "
+                        "process may use, x4 on MuJoCo >= 4.0's mujoco.batch; the "
                         "results do not depend on it)")  # fmt: skip
     p.add_argument("--model", metavar="RUN_DIR",
                    help="compare the vector-state world model in RUN_DIR")  # fmt: skip
@@ -158,7 +159,7 @@ def _collect(args: argparse.Namespace, kind: str, policy: RunPolicy | None) -> J
                                 policy)  # fmt: skip
         from mbrl_causal.analysis.jacobian import JacobianConfig, collect_mujoco, default_threads
 
-        threads = args.threads or default_threads()
+        threads = args.threads or default_threads()  # CPUs, x4 on the mujoco.batch backend
         config = JacobianConfig(eps=args.eps, threads=threads)
         return collect_mujoco(args.env, args.steps, args.episodes, args.seed, config, advance)
 

@@ -18,8 +18,11 @@ How it is computed (and why):
   and ball joints stay unit) and differences of next positions are taken with
   ``mj_differentiatePos``; velocities and activations are perturbed additively;
 - the ``2 * (nx + nu) + 1`` replays (one nominal, two per column) of a whole batch of
-  states (:meth:`StepJacobian.batch`) run in one call of ``mujoco.rollout`` (C,
-  optionally multithreaded), which is what makes it fast from Python;
+  states (:meth:`StepJacobian.batch`) run in one C call, optionally multithreaded, which
+  is what makes it fast from Python: ``mujoco.batch.Batch.step`` where MuJoCo has it
+  (4.0 and later; about 1.1x the rate of the alternative on two threads here, see the
+  README's speed table), else ``mujoco.rollout``; ``JacobianConfig.backend`` picks one,
+  and both give the same numbers bit for bit (a test checks);
   ``mjd_transitionFD`` is not used: it refuses the RK4 integrator (Hopper, Walker2d,
   Ant, Reacher, Swimmer) and gives one substep only (the tests chain it over
   the substeps on Euler envs as the cross-check);
@@ -60,7 +63,33 @@ __all__ = [
 _FULL = int(mujoco.mjtState.mjSTATE_FULLPHYSICS)
 _USER = int(mujoco.mjtState.mjSTATE_USER)
 _TIME = int(mujoco.mjtState.mjSTATE_TIME)
+_INTEGRATION = int(mujoco.mjtState.mjSTATE_INTEGRATION)
+_WARMSTART = int(mujoco.mjtState.mjSTATE_WARMSTART)
 _HINGE_SLIDE = (int(mujoco.mjtJoint.mjJNT_HINGE), int(mujoco.mjtJoint.mjJNT_SLIDE))
+BACKENDS = ("auto", "batch", "rollout")
+"""Allowed values of ``JacobianConfig.backend``."""
+
+try:  # MuJoCo >= 4.0
+    from mujoco.batch import Batch as _Batch
+except ImportError:  # pragma: no cover - older MuJoCo: mujoco.rollout only
+    _Batch = None
+
+
+def _integration_order(model: mujoco.MjModel) -> np.ndarray:
+    """Index into a :meth:`StepJacobian.snapshot` row of each ``mjSTATE_INTEGRATION`` entry.
+
+    A snapshot is (full physics, user inputs, warm start); an integration state holds the
+    same components in the order of their ``mjtState`` bits.
+    """
+    where: dict[int, np.ndarray] = {}
+    at = 0
+    for spec in (_FULL, _USER, _WARMSTART):
+        for bit in (1 << k for k in range(_INTEGRATION.bit_length())):
+            if spec & bit:
+                size = mujoco.mj_stateSize(model, bit)
+                where[bit] = np.arange(at, at + size)
+                at += size
+    return np.concatenate([where[b] for b in sorted(where)]).astype(np.intp)
 
 
 @dataclass(frozen=True)
@@ -72,7 +101,10 @@ class JacobianConfig:
     threads: int = 1
     """Threads of ``mujoco.rollout`` (1: run in the calling thread)."""
     batch: int = 64
-    """States differentiated per ``mujoco.rollout`` call by :func:`collect_mujoco`."""
+    """States differentiated per C call by :func:`collect_mujoco`."""
+    backend: str = "auto"
+    """Which MuJoCo routine runs the replays: ``"batch"`` (``mujoco.batch.Batch``, MuJoCo
+    >= 4.0), ``"rollout"`` (``mujoco.rollout``) or ``"auto"`` (batch where available)."""
 
     def __post_init__(self) -> None:
         if not (isinstance(self.eps, (int, float)) and 0.0 < self.eps < 1.0):
@@ -81,6 +113,20 @@ class JacobianConfig:
             raise ValueError(f"threads must be an int >= 1, got {self.threads!r}")
         if isinstance(self.batch, bool) or not isinstance(self.batch, int) or self.batch < 1:
             raise ValueError(f"batch must be an int >= 1, got {self.batch!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.backend == "batch" and _Batch is None:
+            raise ValueError(
+                f"backend 'batch' needs mujoco >= 4.0 (mujoco.batch), this is mujoco "
+                f"{mujoco.__version__}; use 'rollout' or 'auto'"
+            )
+
+    @property
+    def resolved_backend(self) -> str:
+        """``backend`` with ``"auto"`` resolved for the installed MuJoCo."""
+        if self.backend != "auto":
+            return self.backend
+        return "batch" if _Batch is not None else "rollout"
 
 
 class StepJacobians(NamedTuple):
@@ -161,9 +207,16 @@ class StepJacobian:
         self.snapshot_size = self._nstate + self._nuser + nv
         """Length of one :meth:`snapshot` row (full physics, user inputs, warm start)."""
         self._buffers: dict[int, tuple[np.ndarray, ...]] = {}
-        self._datas = [mujoco.MjData(model) for _ in range(self.config.threads)]
+        self.backend = self.config.resolved_backend
+        """The routine in use: ``"batch"`` or ``"rollout"``."""
         threads = self.config.threads
-        self._pool = mj_rollout.Rollout(nthread=threads if threads > 1 else 0)
+        self._batch: Any = None  # mujoco.batch.Batch, made at the first call
+        self._order = _integration_order(model)
+        self._datas: list[mujoco.MjData] = []
+        self._pool: Any = None
+        if self.backend == "rollout":
+            self._datas = [mujoco.MjData(model) for _ in range(threads)]
+            self._pool = mj_rollout.Rollout(nthread=threads if threads > 1 else 0)
         lo, hi = model.actuator_ctrlrange.T.copy()
         limited = model.actuator_ctrllimited.astype(bool)
         self._lo = np.where(limited, lo, -np.inf)
@@ -173,8 +226,10 @@ class StepJacobian:
             raise ValueError(f"actuators {bad} have an empty ctrlrange; cannot differentiate")
 
     def close(self) -> None:
-        """Shut the rollout thread pool down (also done when the object is collected)."""
-        self._pool.close()
+        """Free the thread pool (also done when the object is collected)."""
+        if self._pool is not None:
+            self._pool.close()
+        self._batch = None
 
     def snapshot(self, data: mujoco.MjData, ctrl: np.ndarray | None = None) -> np.ndarray:
         """Everything a replay of ``data``'s next step needs, as one row for :meth:`batch`.
@@ -202,7 +257,8 @@ class StepJacobian:
 
     def _buffers_for(self, n: int) -> tuple[np.ndarray, ...]:
         if n not in self._buffers:
-            b, t, m = n * self.n_rollouts, self.frame_skip, self.model
+            b, m = n * self.n_rollouts, self.model
+            t = self.frame_skip if self.backend == "rollout" else 1  # batch: ctrl is held
             self._buffers = {  # keep one size only: batches are usually all alike
                 n: (np.empty((b, self._nstate)), np.empty((b, t, self._nuser)),
                     np.empty((b, m.nv)), np.empty((b, t, self._nstate)),
@@ -216,7 +272,7 @@ class StepJacobian:
         """Write the perturbed start states and controls; return the control steps du."""
         m, eps, nv = self.model, self.config.eps, self.model.nv
         n, b = len(snaps), self.n_rollouts
-        start, control = start.reshape(n, b, -1), control.reshape(n, b, self.frame_skip, -1)
+        start, control = start.reshape(n, b, -1), control.reshape(n, b, control.shape[1], -1)
         state = snaps[:, : self._nstate]
         user = snaps[:, self._nstate : self._nstate + self._nuser]
         start[:] = state[:, None]
@@ -288,12 +344,16 @@ class StepJacobian:
         n = len(snaps)
         start, control, warm, out, sensors = self._buffers_for(n)
         du = self._fill_starts(snaps, start, control, warm)
-        self._pool.rollout(
-            [self.model] * len(start), self._datas, start, control, control_spec=_USER,
-            skip_checks=True, nstep=self.frame_skip, initial_warmstart=warm,
-            state=out, sensordata=sensors,
-        )  # fmt: skip
-        final = out[:, -1].reshape(n, self.n_rollouts, self._nstate)
+        if self.backend == "batch":
+            final = self._run_batch(start, control[:, 0], warm)
+        else:
+            self._pool.rollout(
+                [self.model] * len(start), self._datas, start, control, control_spec=_USER,
+                skip_checks=True, nstep=self.frame_skip, initial_warmstart=warm,
+                state=out, sensordata=sensors,
+            )  # fmt: skip
+            final = out[:, -1]
+        final = final.reshape(n, self.n_rollouts, self._nstate)
         diff = self._differences(final)
         nx = self.nx
         j_s = np.swapaxes(diff[:, :nx] / (2.0 * self.config.eps), 1, 2)
@@ -301,6 +361,21 @@ class StepJacobian:
         return StepJacobians(
             np.ascontiguousarray(j_s), np.ascontiguousarray(j_a), final[:, 0].copy()
         )
+
+    def _run_batch(self, start: np.ndarray, user: np.ndarray, warm: np.ndarray) -> np.ndarray:
+        """``frame_skip`` steps of every start row through ``mujoco.batch``: final states."""
+        b = len(start)
+        if self._batch is None or self._batch.nsim < b:
+            self._batch = _Batch(self.model, b, nthread=self.config.threads)
+        rows = np.concatenate([start, user, warm], axis=1)[:, self._order]
+        ids = None if b == self._batch.nsim else np.arange(b)
+        self._batch.state[:b] = rows
+        self._batch.step(ids, nstep=self.frame_skip)
+        final = np.empty_like(start)
+        final[:, self._order[self._order < self._nstate]] = self._batch.state[:b][
+            :, self._order < self._nstate
+        ]
+        return final
 
     def __call__(self, data: mujoco.MjData, ctrl: np.ndarray | None = None) -> StepJacobians:
         """Jacobians at ``data``'s current state with control ``ctrl`` (default data.ctrl).
@@ -353,12 +428,27 @@ def check_counts(steps: int, episodes: int) -> None:
         raise ValueError(f"steps ({steps}) must be >= episodes ({episodes})")
 
 
-def default_threads() -> int:
-    """The CPUs this process may run on (its affinity mask: taskset, cpusets)."""
+THREADS_PER_CPU_BATCH = 4
+"""Threads per CPU that :func:`default_threads` gives the ``mujoco.batch`` backend."""
+
+
+def default_threads(backend: str = "auto") -> int:
+    """Threads for the replays: the CPUs this process may run on (its affinity mask:
+    taskset, cpusets), times :data:`THREADS_PER_CPU_BATCH` (at most 64) on the
+    ``mujoco.batch`` backend.
+
+    Why more threads than CPUs there: measured on 2 cores, a batch with one thread per CPU
+    is held up by whichever core another process takes (0.85-0.88x the ``mjd_transitionFD``
+    chain with one core busy, against 1.27-1.35x idle); with 4 per CPU it kept 1.02-1.06x
+    busy and the same rate idle (README, "Speed"). ``mujoco.rollout`` gets one per CPU.
+    """
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cpus = max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    if JacobianConfig(backend=backend).resolved_backend == "batch":
+        return min(THREADS_PER_CPU_BATCH * cpus, 64)
+    return cpus
 
 
 def state_labels(model: mujoco.MjModel) -> list[str]:

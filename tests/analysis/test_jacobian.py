@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import gymnasium as gym
 import mujoco
 import numpy as np
 import pytest
 
+from mbrl_causal.analysis import jacobian as jacobian_module
 from mbrl_causal.analysis.jacobian import JacobianConfig, StepJacobian, env_parts
 
 _INTEGRATION = int(mujoco.mjtState.mjSTATE_INTEGRATION)
@@ -222,15 +225,33 @@ def test_rk4_envs_and_bad_input() -> None:
         env_parts(object())
 
 
+_NO_BATCH = "mujoco.batch needs MuJoCo >= 4.0; this MuJoCo has mujoco.rollout only"
+
+
+@pytest.mark.parametrize(
+    "backend",
+    [
+        pytest.param(
+            "batch", marks=pytest.mark.skipif(jacobian_module._Batch is None, reason=_NO_BATCH)
+        ),
+        "rollout",
+    ],
+)
 @pytest.mark.parametrize("env_id", ["HalfCheetah-v5", "Ant-v5"])
-def test_batches_and_threads_give_the_single_state_numbers_bit_for_bit(env_id: str) -> None:
+def test_batches_threads_and_backends_give_the_single_state_numbers_bit_for_bit(
+    env_id: str, backend: str
+) -> None:
     # Ant has a free joint (the mj_integratePos / mj_differentiatePos path), HalfCheetah
-    # only hinges and slides (plain additions); contacts make both non-trivial.
+    # only hinges and slides (plain additions); contacts make both non-trivial. The
+    # reference is one state at a time on the *other* backend where there is one, so the
+    # two backends are held to each other too; chunks of 4 then 2 reuse a larger batch.
     env = gym.make(env_id)
     env.reset(seed=3)
     env.action_space.seed(3)
     m, d, skip = env_parts(env)
-    single = StepJacobian(m, skip)
+    other = "rollout" if backend == "batch" else JacobianConfig().resolved_backend
+    single = StepJacobian(m, skip, JacobianConfig(backend=other))
+    assert single.backend == other
     snaps, expected = [], []
     for _ in range(6):
         u = env.action_space.sample()
@@ -239,7 +260,8 @@ def test_batches_and_threads_give_the_single_state_numbers_bit_for_bit(env_id: s
         env.step(u)
     snaps_arr = np.array(snaps)
     for threads in (1, 2):
-        jac = StepJacobian(m, skip, JacobianConfig(threads=threads))
+        jac = StepJacobian(m, skip, JacobianConfig(threads=threads, backend=backend))
+        assert jac.backend == backend
         for chunk in (1, 4, 6):
             got = [jac.batch(snaps_arr[i : i + chunk]) for i in range(0, 6, chunk)]
             for field in ("J_s", "J_a", "next_state"):
@@ -251,6 +273,12 @@ def test_batches_and_threads_give_the_single_state_numbers_bit_for_bit(env_id: s
         single.batch(snaps_arr[:, :-1])
     with pytest.raises(ValueError, match="batch must be an int >= 1"):
         JacobianConfig(batch=0)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert jacobian_module.default_threads("rollout") == cpus
+    if jacobian_module._Batch is not None:  # more threads than CPUs: see default_threads
+        assert jacobian_module.default_threads("batch") == min(4 * cpus, 64)
+    with pytest.raises(ValueError, match=r"backend must be one of \('auto', 'batch', 'rollout'\)"):
+        JacobianConfig(backend="threads")
 
 
 def test_collect_mujoco_does_not_depend_on_the_batch_size() -> None:
