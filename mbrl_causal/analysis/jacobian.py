@@ -20,9 +20,12 @@ How it is computed (and why):
 - the ``2 * (nx + nu) + 1`` replays (one nominal, two per column) of a whole batch of
   states (:meth:`StepJacobian.batch`) run in one C call, optionally multithreaded, which
   is what makes it fast from Python: ``mujoco.batch.Batch.step`` where MuJoCo has it
-  (4.0 and later; about 1.1x the rate of the alternative on two threads here, see the
-  README's speed table), else ``mujoco.rollout``; ``JacobianConfig.backend`` picks one,
-  and both give the same numbers bit for bit (a test checks);
+  (4.0 and later; 1.05-1.09x the rate of the alternative idle and more with a core
+  busy, see the README's speed table), else ``mujoco.rollout``;
+  ``JacobianConfig.backend`` picks one, and both give the same numbers bit for bit (a
+  test checks), except where a replay diverges: MuJoCo warns and resets it, then
+  ``mujoco.rollout`` stops that replay and ``mujoco.batch`` steps on as the env would
+  (either way the Jacobian there is meaningless);
   ``mjd_transitionFD`` is not used: it refuses the RK4 integrator (Hopper, Walker2d,
   Ant, Reacher, Swimmer) and gives one substep only (the tests chain it over
   the substeps on Euler envs as the cross-check);
@@ -99,12 +102,14 @@ class JacobianConfig:
     eps: float = 1e-6
     """Perturbation of each tangent coordinate (rad or m, rad/s or m/s) and control unit."""
     threads: int = 1
-    """Threads of ``mujoco.rollout`` (1: run in the calling thread)."""
+    """Threads of the C call that runs the replays (1: run in the calling thread)."""
     batch: int = 64
     """States differentiated per C call by :func:`collect_mujoco`."""
     backend: str = "auto"
     """Which MuJoCo routine runs the replays: ``"batch"`` (``mujoco.batch.Batch``, MuJoCo
-    >= 4.0), ``"rollout"`` (``mujoco.rollout``) or ``"auto"`` (batch where available)."""
+    >= 4.0), ``"rollout"`` (``mujoco.rollout``) or ``"auto"``: batch where available and
+    the model allows it (not with sleep or IPC enabled, nor with a Python ``mjcb_*``
+    callback installed, which ``mujoco.batch`` refuses), else rollout."""
 
     def __post_init__(self) -> None:
         if not (isinstance(self.eps, (int, float)) and 0.0 < self.eps < 1.0):
@@ -209,14 +214,15 @@ class StepJacobian:
         self._buffers: dict[int, tuple[np.ndarray, ...]] = {}
         self.backend = self.config.resolved_backend
         """The routine in use: ``"batch"`` or ``"rollout"``."""
-        threads = self.config.threads
+        unbatchable = int(mujoco.mjtEnableBit.mjENBL_SLEEP) | int(mujoco.mjtEnableBit.mjENBL_IPC)
+        if self.config.backend == "auto" and model.opt.enableflags & unbatchable:
+            self.backend = "rollout"  # a non-persistent mujoco.batch refuses these
         self._batch: Any = None  # mujoco.batch.Batch, made at the first call
         self._order = _integration_order(model)
         self._datas: list[mujoco.MjData] = []
         self._pool: Any = None
         if self.backend == "rollout":
-            self._datas = [mujoco.MjData(model) for _ in range(threads)]
-            self._pool = mj_rollout.Rollout(nthread=threads if threads > 1 else 0)
+            self._start_rollout()
         lo, hi = model.actuator_ctrlrange.T.copy()
         limited = model.actuator_ctrllimited.astype(bool)
         self._lo = np.where(limited, lo, -np.inf)
@@ -224,6 +230,12 @@ class StepJacobian:
         if (self._hi <= self._lo).any():
             bad = np.flatnonzero(self._hi <= self._lo).tolist()
             raise ValueError(f"actuators {bad} have an empty ctrlrange; cannot differentiate")
+
+    def _start_rollout(self) -> None:
+        threads = self.config.threads
+        self.backend, self._batch, self._buffers = "rollout", None, {}
+        self._datas = [mujoco.MjData(self.model) for _ in range(threads)]
+        self._pool = mj_rollout.Rollout(nthread=threads if threads > 1 else 0)
 
     def close(self) -> None:
         """Free the thread pool (also done when the object is collected)."""
@@ -341,6 +353,16 @@ class StepJacobian:
         if not np.isfinite(snaps).all():
             rows = np.flatnonzero(~np.isfinite(snaps).all(1)).tolist()
             raise ValueError(f"snapshots {rows} hold NaN or inf; cannot differentiate there")
+        if self.backend == "batch" and self.config.backend == "auto":
+            try:
+                return self._batch_jacobians(snaps)
+            except ValueError as e:  # mujoco.batch refuses the model: Python callbacks
+                if "callback" not in str(e) and "persistent" not in str(e):
+                    raise
+                self._start_rollout()
+        return self._batch_jacobians(snaps)
+
+    def _batch_jacobians(self, snaps: np.ndarray) -> StepJacobians:
         n = len(snaps)
         start, control, warm, out, sensors = self._buffers_for(n)
         du = self._fill_starts(snaps, start, control, warm)
@@ -367,6 +389,10 @@ class StepJacobian:
         b = len(start)
         if self._batch is None or self._batch.nsim < b:
             self._batch = _Batch(self.model, b, nthread=self.config.threads)
+        # run on self.model itself, not the batch's copy of it, so that edits of the model
+        # between calls take effect as with mujoco.rollout (MuJoCo asks for set_models again
+        # after an edit)
+        self._batch.set_models(self.model)
         rows = np.concatenate([start, user, warm], axis=1)[:, self._order]
         ids = None if b == self._batch.nsim else np.arange(b)
         self._batch.state[:b] = rows

@@ -320,3 +320,49 @@ def test_out_of_range_controls_and_non_finite_snapshots_are_refused() -> None:
     snaps[1, 5] = np.nan
     with pytest.raises(ValueError, match=r"snapshots \[1\] hold NaN or inf"):
         jac.batch(snaps)
+
+
+_PENDULUM_XML = """<mujoco><option timestep="0.01">{flags}</option><worldbody>
+<body><joint name="h" type="hinge" axis="0 1 0"/><geom type="capsule" fromto="0 0 0 0 0 -1"
+ size=".05"/></body></worldbody><actuator><motor joint="h" ctrlrange="-1 1"/></actuator>
+</mujoco>"""
+
+
+def _pendulum(flags: str = "") -> tuple[mujoco.MjModel, mujoco.MjData]:
+    m = mujoco.MjModel.from_xml_string(_PENDULUM_XML.format(flags=flags))
+    d = mujoco.MjData(m)
+    d.qpos[0] = 0.3
+    return m, d
+
+
+@pytest.mark.skipif(jacobian_module._Batch is None, reason=_NO_BATCH)
+def test_batch_backend_follows_model_edits_and_auto_falls_back_where_batch_refuses() -> None:
+    # mujoco.batch works on a copy of the model unless told otherwise: an edit between
+    # calls must count, as it does for mujoco.rollout and for the env's own mj_step
+    m, d = _pendulum()
+    u = np.array([0.2])
+    jac = StepJacobian(m, 3, JacobianConfig(backend="batch"))
+    ref = StepJacobian(m, 3, JacobianConfig(backend="rollout"))
+    jac(d, u)
+    m.opt.gravity[:] = (0.0, 0.0, -30.0)
+    m.actuator_gear[0, 0] = 5.0
+    got, want = jac(d, u), ref(d, u)
+    for field in ("J_s", "J_a", "next_state"):
+        np.testing.assert_array_equal(getattr(got, field), getattr(want, field))
+    # sleep: a non-persistent mujoco.batch refuses it, "auto" takes mujoco.rollout
+    ms, ds = _pendulum('<flag sleep="enable"/>')
+    assert StepJacobian(ms, 3).backend == "rollout"
+    assert np.isfinite(StepJacobian(ms, 3)(ds, u).J_s).all()
+    # a Python physics callback: mujoco.batch refuses it at the call, "auto" switches
+    calls: list[int] = []
+    mujoco.set_mjcb_passive(lambda model, data: calls.append(1))
+    try:
+        auto = StepJacobian(m, 3)
+        assert auto.backend == "batch"
+        got = auto(d, u)
+        assert auto.backend == "rollout" and calls
+        with pytest.raises(ValueError, match="callback"):
+            StepJacobian(m, 3, JacobianConfig(backend="batch"))(d, u)
+    finally:
+        mujoco.set_mjcb_passive(None)
+    np.testing.assert_array_equal(got.J_s, want.J_s)
