@@ -7,7 +7,9 @@ Layout (default ``runs/<env>-<world_model>-<timestamp>``)::
     metrics.jsonl    one JSON record per line: {"kind": "scalars", "step", ...keys} or
                      {"kind": "adaptation", "env_index", "decision" (recall | new),
                      "slot", "transitions", "best_error", "reference_error",
-                     "true_regime", "best_slot"} or {"kind": "resume", "overrides"}
+                     "true_regime", "best_slot"} or {"kind": "resume", "overrides"} (with
+                     "kept": false when the overrides applied to that command only: a
+                     finished run resumed without --steps)
     checkpoints/     step_<env steps>.pt, written atomically; the newest ``keep`` kept
     replay/          the replay's chunk files (:mod:`.replay`)
     eval/            what ``mbrl-causal evaluate`` writes

@@ -510,7 +510,12 @@ def _resume(req: Any) -> SB3Agent:
                          "its config (allowed on resume: --steps, --set of agent fields except "
                          f"{', '.join(FIXED_ON_RESUME)}, and --set of the world-model fields "
                          f"{', '.join(CHANGEABLE_ON_RESUME)})")  # fmt: skip
-    from mbrl_causal.agents.train import check_steps_left, split_resume_overrides
+    from mbrl_causal.agents.train import (
+        check_steps_left,
+        keep_resume_changes,
+        resume_record,
+        split_resume_overrides,
+    )
 
     over, wm_over = split_resume_overrides(
         req.overrides, set(SB3AgentConfig.__dataclass_fields__), FIXED_ON_RESUME
@@ -531,10 +536,13 @@ def _resume(req: Any) -> SB3Agent:
     agent = SB3Agent.from_checkpoint(body, run_dir, changed, wm_over)
     agent.show_progress = req.show_progress
     changed.update(agent.wm_changes)
+    kept = True
     if changed:
         print(f"resume: applied overrides {changed}", file=sys.stderr)
-        R.write_config(run_dir, agent._config_record())
-    R.append_record(run_dir, "resume", agent.steps, {"overrides": changed})
+        kept = keep_resume_changes(agent.steps, agent.config.total_steps)
+        if kept:
+            R.write_config(run_dir, agent._config_record())
+    R.append_record(run_dir, "resume", agent.steps, resume_record(changed, kept))
     print(f"resume: {run_dir} from env step {agent.steps}", file=sys.stderr)
     return agent
 

@@ -79,6 +79,29 @@ def check_steps_left(steps: int, total: int, changed: dict[str, Any]) -> None:
         )
 
 
+def keep_resume_changes(steps: int, total: int) -> bool:
+    """Whether the config changes of a resume are written to config.yaml: only when the run
+    trains on (``steps < total``), so that a checkpoint holds them too. A finished run
+    resumed with changes (no ``--steps``) uses them for this command alone (its evaluation,
+    e.g. ``--set eval_episodes=20``) and says so; config.yaml and the checkpoint keep the
+    values they agree on, which a later resume starts from."""
+    if steps < total:
+        return True
+    print(
+        f"resume: the run is at env step {steps} of its {total}, so nothing trains; the "
+        "overrides apply to this command only (config.yaml is unchanged); give --steps N "
+        "to train with them",
+        file=sys.stderr,
+    )
+    return False
+
+
+def resume_record(changes: dict[str, Any], kept: bool) -> dict[str, Any]:
+    """Body of the ``resume`` record of metrics.jsonl: the overrides, and ``"kept": false``
+    when they applied to that command only (:func:`keep_resume_changes`)."""
+    return {"overrides": changes} if kept else {"overrides": changes, "kept": False}
+
+
 def split_resume_overrides(
     overrides: list[str], agent_fields: set[str], fixed: tuple[str, ...]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -170,6 +193,7 @@ def _resume(req: TrainRequest) -> Any:
         check_steps_left(at, over.get("total_steps", old["total_steps"]), wm_changes)
     agent = CausalDreamer.resume(run_dir, changed, req.show_progress, wm_over)
     wm_changed = agent.wm_changes
+    kept = True
     if changed or wm_changed:
         wm_old = stored_world_model_config(saved["world_model"]).to_dict()
         report = ", ".join(
@@ -177,9 +201,11 @@ def _resume(req: TrainRequest) -> Any:
             + [f"{k}: {wm_old.get(k)!r} -> {v!r}" for k, v in wm_changed.items()]
         )
         print(f"resume: applied overrides {report}", file=sys.stderr)
-        R.write_config(run_dir, {**saved, "agent": agent.config.to_dict(),
-                                 "world_model": agent.wm_config.to_dict()})  # fmt: skip
-    R.append_record(run_dir, "resume", agent.steps, {"overrides": {**changed, **wm_changed}})
+        kept = keep_resume_changes(agent.steps, agent.config.total_steps)
+        if kept:
+            R.write_config(run_dir, {**saved, "agent": agent.config.to_dict(),
+                                     "world_model": agent.wm_config.to_dict()})  # fmt: skip
+    R.append_record(run_dir, "resume", agent.steps, resume_record(changed | wm_changed, kept))
     print(f"resume: {run_dir} from env step {agent.steps}", file=sys.stderr)
     return agent
 

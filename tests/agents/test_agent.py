@@ -452,6 +452,30 @@ def test_resume_applies_and_reports_overrides(
     assert later == list(range((at // log_every + 1) * log_every, total + 1, log_every))
 
 
+def test_resume_of_a_finished_run_without_steps_keeps_its_config(
+    debug_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Agent-field changes to a finished run (no --steps: nothing trains, no checkpoint
+    would hold them) apply to that command only: config.yaml keeps what the checkpoint
+    has, the record says so, and a later resume starts from the checkpoint's values."""
+    run_dir = _copy(debug_run, tmp_path / "run")
+    saved = (run_dir / "config.yaml").read_text()
+    old = yaml.safe_load(saved)["agent"]
+    assert _latest(run_dir)["counters"]["steps"] >= old["total_steps"]  # finished
+    log_every = old["log_every"] * 2
+    assert _cli(["train", "--resume", str(run_dir), "--set", f"log_every={log_every}",
+                 *QUIET]) == 0  # fmt: skip
+    err = capsys.readouterr().err
+    assert f"log_every: {old['log_every']!r} -> {log_every!r}" in err
+    assert "the overrides apply to this command only (config.yaml is unchanged)" in err
+    assert (run_dir / "config.yaml").read_text() == saved
+    [record] = [r for r in _records(run_dir) if r["kind"] == "resume"]
+    assert record["overrides"] == {"log_every": log_every} and record["kept"] is False
+    agent = CausalDreamer.resume(run_dir)
+    assert agent.config.log_every == old["log_every"]
+    agent.close()
+
+
 def _lambdas(body: dict[str, Any]) -> list[float]:
     """lambda of every per-object Lagrangian of a checkpoint (0 for one still warming up)."""
     parts = body["lagrangian"]["objects"]

@@ -109,6 +109,15 @@ def test_resume_of_an_imagination_run(tmp_path: Path) -> None:
                            last["world_model_state"]["codebook.weight"])  # fmt: skip
     assert _cli(["train", "--resume", str(run_dir), "--agent", "ppo", *FAST]) == 2
     assert _cli(["train", "--resume", str(run_dir), "--set", "imag_envs=4", *FAST]) == 2
+    # the run is finished: a change without --steps applies to that command only
+    saved = (run_dir / "config.yaml").read_text()
+    rc = _cli(["train", "--resume", str(run_dir), "--set", "log_every=100", "--no-eval",
+               "--no-progress"])  # fmt: skip
+    assert rc == 0
+    assert (run_dir / "config.yaml").read_text() == saved
+    assert R.read_checkpoint(R.latest_checkpoint(run_dir))["agent"]["log_every"] != 100
+    record = [r for r in _records(run_dir) if r["kind"] == "resume"][-1]
+    assert record["overrides"] == {"log_every": 100} and record["kept"] is False
 
 
 def test_resume_of_an_imagination_run_with_a_new_sparsity_price(
