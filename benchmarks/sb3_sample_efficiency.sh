@@ -11,13 +11,13 @@
 #   bash benchmarks/sb3_sample_efficiency.sh [STEPS] [TARGET]   (default 100000, 0.0)
 # The Dreamer agent runs at train ratio TRAIN_RATIO (default 128; the quick preset's 16
 # does not learn), with the world model WORLD_MODEL (default spartan) and the extra
-# fields DREAMER_SET (space-separated KEY=VALUE, no spaces inside a value, default none),
-# e.g. the SPARTAN settings with gate exploration of docs/results/agent.md:
+# fields DREAMER_SET (KEY=VALUE separated by spaces or newlines, no spaces inside a value,
+# default none), e.g. the SPARTAN settings with gate exploration and a rising price of
+# docs/results/agent.md:
 #   TRAIN_RATIO=512 DREAMER_SET="tau_reference=dense gate_detach=true gate_score_cap=5
 #   tau_factor=1.5 sparsity_warmup=6000 lambda_min=0.0001 lambda_init=0.0001
 #   lambda_max=0.001 gate_explore=0.3 lambda_schedule=[[10000,0.005,0.01]]"
-# ppo-imagination
-# runs with the world model IMAG_WORLD_MODEL (default spartan) and the extra fields
+# ppo-imagination runs with the world model IMAG_WORLD_MODEL (default spartan) and the extra fields
 # IMAG_SET (space-separated KEY=VALUE, default none), e.g. the settings that learned
 # Neutral in docs/results/sb3.md ("ppo-imagination at the Dreamer's update ratio"):
 #   IMAG_WORLD_MODEL=dense-transformer IMAG_SET="collect_steps=1000 wm_updates=1000
@@ -54,11 +54,11 @@ for agent in ppo-imagination dreamer; do
   if [ "$agent" = dreamer ]; then
     extra=(--world-model "${WORLD_MODEL:-spartan}" --set train_ratio="${TRAIN_RATIO:-128}")
     read -r -d "" -a kvs <<< "${DREAMER_SET:-}" || true   # no globbing of [[...]]; newlines split too
-    for kv in "${kvs[@]}"; do extra+=(--set "$kv"); done
+    for kv in ${kvs[@]+"${kvs[@]}"}; do extra+=(--set "$kv"); done
   elif [ "$agent" = ppo-imagination ]; then
     extra=(--world-model "${IMAG_WORLD_MODEL:-spartan}")
     read -r -d "" -a kvs <<< "${IMAG_SET:-}" || true
-    for kv in "${kvs[@]}"; do extra+=(--set "$kv"); done
+    for kv in ${kvs[@]+"${kvs[@]}"}; do extra+=(--set "$kv"); done
   fi
   $BIN/mbrl-causal train --agent "$agent" --env InterventionalPong-Neutral-v0 --preset quick \
     --steps "$STEPS" --logdir "$OUT/$agent" --no-eval --no-progress --set log_every=1000 \

@@ -9,7 +9,7 @@ Layout (default ``runs/<env>-<world_model>-<timestamp>``)::
                      "slot", "transitions", "best_error", "reference_error",
                      "true_regime", "best_slot"} or {"kind": "resume", "overrides"} (with
                      "kept": false when the overrides applied to that command only: a
-                     finished run resumed without --steps)
+                     finished run resumed without --steps above its step)
     checkpoints/     step_<env steps>.pt, written atomically; the newest ``keep`` kept
     replay/          the replay's chunk files (:mod:`.replay`)
     eval/            what ``mbrl-causal evaluate`` writes

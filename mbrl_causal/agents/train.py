@@ -13,6 +13,7 @@ state are refused.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 import time
 from dataclasses import dataclass, field
@@ -26,7 +27,6 @@ from mbrl_causal.world_models.config import (
     CHANGEABLE_ON_RESUME,
     WorldModelConfig,
     resumed_world_model_config,
-    stored_world_model_config,
 )
 from mbrl_causal.world_models.training import check_dense_reference
 
@@ -82,15 +82,18 @@ def check_steps_left(steps: int, total: int, changed: dict[str, Any]) -> None:
 def keep_resume_changes(steps: int, total: int) -> bool:
     """Whether the config changes of a resume are written to config.yaml: only when the run
     trains on (``steps < total``), so that a checkpoint holds them too. A finished run
-    resumed with changes (no ``--steps``) uses them for this command alone (its evaluation,
-    e.g. ``--set eval_episodes=20``) and says so; config.yaml and the checkpoint keep the
-    values they agree on, which a later resume starts from."""
+    resumed with changes (no ``--steps``, or one at or below its step) uses them for this
+    command alone, that is for its evaluation (``eval_episodes``; for the Dreamer agent also
+    ``adapt_trigger``, ``adapt_ac_updates``, ``recall_tolerance``), and says so;
+    config.yaml and the checkpoint keep their values, which a later resume starts from."""
     if steps < total:
         return True
     print(
         f"resume: the run is at env step {steps} of its {total}, so nothing trains; the "
-        "overrides apply to this command only (config.yaml is unchanged); give --steps N "
-        "to train with them",
+        "overrides apply to this command only (config.yaml is unchanged), that is to its "
+        "evaluation (eval_episodes; for the Dreamer agent also adapt_trigger, "
+        f"adapt_ac_updates, recall_tolerance); give --steps N (N > {steps}) to train with "
+        "them",
         file=sys.stderr,
     )
     return False
@@ -186,19 +189,18 @@ def _resume(req: TrainRequest) -> Any:
     if req.adapt_trigger is not None:
         over["adapt_trigger"] = req.adapt_trigger
     old = saved["agent"]
-    changed = {k: v for k, v in over.items() if old.get(k) != v}
     _, wm_changes = resumed_world_model_config(saved["world_model"], wm_over)  # checks them
     if wm_changes:  # before the resume touches the run (it trims the replay)
         at = R.checkpoint_step(R.latest_checkpoint(run_dir))
         check_steps_left(at, over.get("total_steps", old["total_steps"]), wm_changes)
-    agent = CausalDreamer.resume(run_dir, changed, req.show_progress, wm_over)
-    wm_changed = agent.wm_changes
+    # what changed is judged against the checkpoint, which the run continues from (its
+    # config.yaml can lag it: a resume stopped before its first checkpoint)
+    agent = CausalDreamer.resume(run_dir, over, req.show_progress, wm_over)
+    changed, wm_changed = agent.changes, agent.wm_changes
     kept = True
     if changed or wm_changed:
-        wm_old = stored_world_model_config(saved["world_model"]).to_dict()
         report = ", ".join(
-            [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in changed.items()]
-            + [f"{k}: {wm_old.get(k)!r} -> {v!r}" for k, v in wm_changed.items()]
+            f"{k}: {agent.previous.get(k)!r} -> {v!r}" for k, v in (changed | wm_changed).items()
         )
         print(f"resume: applied overrides {report}", file=sys.stderr)
         kept = keep_resume_changes(agent.steps, agent.config.total_steps)
@@ -269,5 +271,11 @@ def train_command(req: TrainRequest) -> None:
     if req.evaluate and cfg.eval_episodes:
         from mbrl_causal.agents.evaluate import evaluate_run
 
-        evaluate_and_print(agent.run_dir, cfg.env, cfg.eval_episodes, evaluate_run,
+        # the command's config (a finished run resumed with --adapt-trigger or --set of
+        # these evaluates with them; otherwise they are the checkpoint's own)
+        evaluator = functools.partial(
+            evaluate_run, adapt_trigger=cfg.adapt_trigger,
+            adapt_ac_updates=cfg.adapt_ac_updates, recall_tolerance=cfg.recall_tolerance,
+        )  # fmt: skip
+        evaluate_and_print(agent.run_dir, cfg.env, cfg.eval_episodes, evaluator,
                            "eval.json, summary.md, plots")  # fmt: skip

@@ -471,9 +471,33 @@ def test_resume_of_a_finished_run_without_steps_keeps_its_config(
     assert (run_dir / "config.yaml").read_text() == saved
     [record] = [r for r in _records(run_dir) if r["kind"] == "resume"]
     assert record["overrides"] == {"log_every": log_every} and record["kept"] is False
-    agent = CausalDreamer.resume(run_dir)
-    assert agent.config.log_every == old["log_every"]
-    agent.close()
+    names = [[p.name for p in R.checkpoint_paths(d)] for d in (run_dir, debug_run)]
+    assert names[0] == names[1]  # no checkpoint written
+    # ... and they act on that command: its evaluation uses them
+    assert old["adapt_trigger"] != "oracle" and old["recall_tolerance"] != 7.5
+    assert _cli(["train", "--resume", str(run_dir), "--adapt-trigger", "oracle", "--set",
+                 "recall_tolerance=7.5", "--no-progress"]) == 0  # fmt: skip
+    evaluated = json.loads((run_dir / "eval" / "eval.json").read_text())
+    assert (evaluated["adapt_trigger"], evaluated["recall_tolerance"]) == ("oracle", 7.5)
+    assert (run_dir / "config.yaml").read_text() == saved
+
+
+def test_resume_judges_changes_against_the_checkpoint(
+    debug_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """config.yaml can lag the checkpoint the run continues from (a resume stopped before
+    its first checkpoint, or a finished run's changes written by an older release): a --set
+    equal to config.yaml's value but not to the checkpoint's is a change, reported against
+    the checkpoint's value."""
+    run_dir = _copy(debug_run, tmp_path / "run")
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    old = _latest(run_dir)["config"]["log_every"]
+    config["agent"]["log_every"] = new = old * 2
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    assert _cli(["train", "--resume", str(run_dir), "--set", f"log_every={new}", *QUIET]) == 0
+    assert f"log_every: {old!r} -> {new!r}" in capsys.readouterr().err
+    [record] = [r for r in _records(run_dir) if r["kind"] == "resume"]
+    assert record["overrides"] == {"log_every": new}
 
 
 def _lambdas(body: dict[str, Any]) -> list[float]:

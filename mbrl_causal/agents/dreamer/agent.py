@@ -111,8 +111,12 @@ class CausalDreamer:
             wm_cfg = WorldModelConfig(name=world_model, obs=cfg.obs)
         cfg = dataclasses.replace(cfg, world_model=wm_cfg.name)
         self.config, self.wm_config, self.seed = cfg, wm_cfg, int(seed)
+        self.changes: dict[str, Any] = {}
+        """Agent fields changed on resume (:meth:`resume`), else empty."""
         self.wm_changes: dict[str, Any] = {}
         """World-model fields changed on resume (:meth:`resume`), else empty."""
+        self.previous: dict[str, Any] = {}
+        """The checkpoint's values of the fields changed on resume."""
         self.show_progress = show_progress
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -591,8 +595,10 @@ class CausalDreamer:
         :data:`~mbrl_causal.world_models.config.CHANGEABLE_ON_RESUME`, such as the
         sparsity price's bounds or schedule).
 
-        Fields that shape the networks or the replay cannot change on resume. The world-model
-        fields that changed are in the returned agent's ``wm_changes``.
+        Fields that shape the networks or the replay cannot change on resume. The fields
+        that differ from the checkpoint's are in the returned agent's ``changes`` (agent
+        fields) and ``wm_changes`` (world-model fields), their checkpoint values in
+        ``previous``.
         """
         rd = Path(run_dir)
         R.read_config(rd)
@@ -605,11 +611,15 @@ class CausalDreamer:
         wm, wm_changes = resumed_world_model_config(
             body["world_model_config"], world_model_overrides or {}
         )
-        body = {**body, "config": {**body["config"], **(overrides or {})},
+        changes = {k: v for k, v in (overrides or {}).items() if body["config"].get(k) != v}
+        previous = {k: body["config"].get(k) for k in changes}
+        wm_old = stored_world_model_config(body["world_model_config"]).to_dict()
+        previous |= {k: wm_old.get(k) for k in wm_changes}
+        body = {**body, "config": {**body["config"], **changes},
                 "world_model_config": wm.to_dict()}  # fmt: skip
         from_mapping(AgentConfig, body["config"], "agent config")  # validate the overrides
         agent = cls._from_state(body, rd)
-        agent.wm_changes = wm_changes
+        agent.changes, agent.wm_changes, agent.previous = changes, wm_changes, previous
         agent.show_progress = show_progress
         agent.wm_opt.load_state_dict(body["wm_opt"])
         agent.lagrangian.load_state_dict(body["lagrangian"])
