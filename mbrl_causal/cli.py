@@ -108,8 +108,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--world-model", choices=("spartan", "s2ssm", "dense-transformer",
                    "dense-ssm"), help="world model (default spartan)")  # fmt: skip
     p.add_argument("--obs", choices=("objects", "pixels"), help="world-model input (objects)")
-    p.add_argument("--preset", help="debug, quick, default (the default), or a YAML file "
-                   "{agent: ..., world_model: ...}")  # fmt: skip
+    p.add_argument("--preset", help="debug, quick, default (the default), efficient (the "
+                   "sample-efficient SPARTAN recipe, dreamer and ppo-imagination; README), "
+                   "or a YAML file {agent: ..., world_model: ...}")  # fmt: skip
     p.add_argument("--steps", type=_positive_int, help="env steps in all (the preset's otherwise)")
     p.add_argument("--logdir", metavar="DIR",
                    help="run directory (default runs/<env>-<world_model>-<timestamp>)")  # fmt: skip

@@ -487,6 +487,9 @@ def resolve_sb3(req: Any, algorithm: str) -> tuple[SB3AgentConfig, WorldModelCon
                              "the regime from the data)")  # fmt: skip
     if req.obs not in (None, "objects"):
         raise ValueError(f"--obs must be one of objects with --agent {algorithm}, got {req.obs!r}")
+    if req.preset == "efficient" and algorithm != "ppo-imagination":
+        raise ValueError(f"--preset efficient is made for --agent dreamer and ppo-imagination, "
+                         f"not {algorithm}; use debug, quick or default")  # fmt: skip
     agent, model = load_sb3_preset(req.preset or "default")
     options = {"env": req.env, "world_model": req.world_model, "total_steps": req.steps}
     agent.update({k: v for k, v in options.items() if v is not None}, algorithm=algorithm)
