@@ -488,8 +488,9 @@ def resolve_sb3(req: Any, algorithm: str) -> tuple[SB3AgentConfig, WorldModelCon
     if req.obs not in (None, "objects"):
         raise ValueError(f"--obs must be one of objects with --agent {algorithm}, got {req.obs!r}")
     if req.preset == "efficient" and algorithm != "ppo-imagination":
+        others = ", ".join(p for p in PRESETS if p != "efficient")
         raise ValueError(f"--preset efficient is made for --agent dreamer and ppo-imagination, "
-                         f"not {algorithm}; use debug, quick or default")  # fmt: skip
+                         f"not {algorithm}; use one of {others} or a YAML file")  # fmt: skip
     agent, model = load_sb3_preset(req.preset or "default")
     options = {"env": req.env, "world_model": req.world_model, "total_steps": req.steps}
     agent.update({k: v for k, v in options.items() if v is not None}, algorithm=algorithm)

@@ -74,4 +74,5 @@ def test_efficient_preset_refuses_the_agents_it_was_not_made_for(
     assert rc == 2
     err = capsys.readouterr().err
     assert "--preset efficient" in err and "dreamer and ppo-imagination" in err and agent in err
+    assert "debug, quick, default" in err
     assert not (tmp_path / "run").exists()
