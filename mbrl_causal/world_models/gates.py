@@ -68,6 +68,12 @@ class HardGate(nn.Module):
             it an edge closed early passes no information, its value is never learned
             and it stays closed (``WorldModelConfig.gate_explore``). 0: off. Evaluation
             never explores, nor does a regime-token fit (:func:`exploration_off`).
+
+    Attribute ``estimator`` (set by the world model from
+    ``WorldModelConfig.gate_estimator``): ``straight_through`` (above) or ``score``: in
+    training the forward pass returns the hard sample with no gradient and stores
+    ``self.log_prob``, the log-probability of each sampled entry (Bernoulli with
+    ``sigmoid(logit)``), for the world model's score-function term.
     """
 
     def __init__(
@@ -96,6 +102,8 @@ class HardGate(nn.Module):
         self.temperature = temperature
         self.explore = float(explore)
         self.excess: torch.Tensor | None = None
+        self.estimator = "straight_through"
+        self.log_prob: torch.Tensor | None = None
 
     def logits(self, x: torch.Tensor, n_objects: int | None = None) -> torch.Tensor:
         """Gate logits (..., M, M) from tokens x (..., M, d), soft-clipped to +-LOGIT_BOUND.
@@ -138,6 +146,14 @@ class HardGate(nn.Module):
     ) -> torch.Tensor:
         """Sampled (training) or thresholded (evaluation) adjacency (..., M, M) in {0, 1}."""
         logit = self.logits(x, n_objects)
+        self.log_prob = None
+        if self.training and self.estimator == "score":
+            # the same sample as below (P(hard = 1) = sigmoid(logit)), no relaxation
+            u = torch.rand(logit.shape, generator=generator, device=logit.device)
+            u = u.clamp(1e-6, 1 - 1e-6).to(logit.dtype)
+            hard = (logit + torch.log(u) - torch.log1p(-u) > 0).to(logit.dtype)
+            self.log_prob = hard * F.logsigmoid(logit) + (1 - hard) * F.logsigmoid(-logit)
+            return fix_structure(hard, n_objects)
         if self.training:
             u = torch.rand(logit.shape, generator=generator, device=logit.device)
             u = u.clamp(1e-6, 1 - 1e-6).to(logit.dtype)

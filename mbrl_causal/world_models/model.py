@@ -174,6 +174,9 @@ class WorldModel(nn.Module):
                 c.gate_score_cap,
                 c.gate_explore,
             )
+        for g in self.core.modules():
+            if isinstance(g, HardGate):
+                g.estimator = c.gate_estimator
         self.out_norm = nn.LayerNorm(d)
         self.out_proj = nn.Linear(d, self.latent_dim)
         self.reward_head = MLP(d, c.mlp_hidden, 1)
@@ -295,6 +298,8 @@ class WorldModel(nn.Module):
         """
         c = self.config
         z, enc = self.encoder.loss(batch.obs)
+        if c.sparse and c.gate_estimator == "score" and self.training and torch.is_grad_enabled():
+            return self._score_function_loss(batch, z, enc, sparsity_weight, generator, regime)
         out = self(z[:, :-1], batch.actions, batch.regimes if regime is None else regime, generator)
         target = z[:, 1:].detach()
         mse = F.mse_loss(out.next_latent, target)
@@ -326,6 +331,95 @@ class WorldModel(nn.Module):
             total, mse, reward, cont, sparsity, enc.recon, enc.kl, mse_objects, gate_excess
         )
         return terms, out
+
+    def _score_function_loss(
+        self,
+        batch: SequenceBatch,
+        z: torch.Tensor,
+        enc: Any,
+        sparsity_weight: float | Sequence[float],
+        generator: torch.Generator | None,
+        regime: torch.Tensor | None,
+    ) -> tuple[LossTerms, WorldModelOutput]:
+        """:meth:`loss` with ``gate_estimator='score'`` (see WorldModelConfig).
+
+        Two passes with independent gate samples. The network trains on both sampled hard
+        graphs (pathwise gradient, no gradient through the gates); the gates train on the
+        score-function term ``0.5 (R1 - R2) (log p1 - log p2)``, each sample's reward the
+        other's baseline. The reward of the gate entry (i, j) of layer l is the sum, over
+        the child objects c that token i reaches through layers l+1..L of that sample, of
+        c's per-transition objective: ``token_weight x`` its squared error per latent
+        entry (a share of the MSE term) plus its price ``lambda_c x`` the paths into c.
+        The returned terms average the two passes; the output is the first pass's.
+        """
+        c = self.config
+        gates = [g for g in self.core.modules() if isinstance(g, HardGate)]
+        latents, target = z[:, :-1], z[:, 1:].detach()
+        reg = batch.regimes if regime is None else regime
+        n = z.shape[2]
+        weight = torch.as_tensor(sparsity_weight, dtype=z.dtype, device=z.device)
+        if weight.ndim and weight.shape != (n,):
+            raise ValueError(
+                f"sparsity_weight must be a scalar or {n} values (one per object), got "
+                f"shape {tuple(weight.shape)}"
+            )
+        price = weight.expand(n)
+        passes = []
+        for _ in range(2):
+            x = self.tokens(latents, batch.actions, reg)
+            core = self.core(x, n, generator)
+            out = self._outputs(latents, core)
+            log_prob: list[torch.Tensor] = []
+            for g in gates:
+                if g.log_prob is None:
+                    raise RuntimeError("a gate returned no log-probability in score mode")
+                log_prob.append(g.log_prob)
+            excess = z.new_zeros(())
+            for g in gates:
+                if g.excess is not None:
+                    excess = excess + g.excess
+            err = (out.next_latent - target).square()
+            into = out.paths[:, :, :n].sum(-1).detach()  # (B, T, N): paths into each object
+            child = c.token_weight * err.detach().mean(-1) / n + price * into  # (B, T, N)
+            adjacency = [a.detach() for a in core.adjacency]
+            m = adjacency[0].shape[-1]
+            reach = torch.eye(m, dtype=z.dtype, device=z.device).expand_as(adjacency[0])
+            rewards = []
+            for a in reversed(adjacency):  # reach: product of the layers after this one
+                reached = (reach[..., :n, :] >= 0.5).to(z.dtype)  # (B, T, N, M)
+                rewards.append((reached * child.unsqueeze(-1)).sum(-2))  # (B, T, M)
+                reach = reach @ a
+            rewards.reverse()
+            passes.append((out, err, log_prob, rewards, into, excess))
+        (o1, e1, lp1, r1, in1, x1), (o2, e2, lp2, r2, in2, x2) = passes
+        free = torch.zeros(m, m, dtype=z.dtype, device=z.device)
+        free[:n] = 1.0  # the sampled entries: object rows, off the diagonal
+        free = free * (1.0 - torch.eye(m, dtype=z.dtype, device=z.device))
+        surrogate = z.new_zeros(())
+        for a1, a2, b1, b2 in zip(lp1, lp2, r1, r2, strict=True):
+            advantage = 0.5 * (b1 - b2).unsqueeze(-1)  # (B, T, M, 1), no gradient
+            surrogate = surrogate + (advantage * (a1 - a2) * free).sum((-1, -2)).mean()
+        mse = 0.5 * (e1.mean() + e2.mean())
+        with torch.no_grad():
+            mse_objects = 0.5 * (e1.mean((0, 1, 3)) + e2.mean((0, 1, 3)))
+        rewards_true = batch.rewards.float()
+        conts = batch.conts.float()
+        reward = 0.5 * (F.mse_loss(o1.reward, rewards_true) + F.mse_loss(o2.reward, rewards_true))
+        cont = 0.5 * (
+            F.binary_cross_entropy_with_logits(o1.cont_logit, conts)
+            + F.binary_cross_entropy_with_logits(o2.cont_logit, conts)
+        )
+        sparsity = 0.5 * (in1.mean((0, 1)).sum() + in2.mean((0, 1)).sum())
+        gate_excess = 0.5 * (x1 + x2)
+        total = c.token_weight * mse + c.reward_weight * reward + c.cont_weight * cont + surrogate
+        if c.gate_logit_weight > 0:
+            total = total + c.gate_logit_weight * gate_excess
+        if c.obs == "pixels":
+            total = total + c.recon_weight * enc.recon + c.kl_weight * enc.kl
+        terms = LossTerms(
+            total, mse, reward, cont, sparsity, enc.recon, enc.kl, mse_objects, gate_excess
+        )
+        return terms, o1
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:

@@ -159,6 +159,80 @@ def test_sparsity_term_pushes_gate_bias_down() -> None:
         assert gate.bias.grad > 0  # gradient descent decreases the bias
 
 
+@pytest.mark.parametrize("name", SPARSE_MODELS)
+def test_score_estimator_samples_hard_gates_and_trains_them_by_log_probability(name: str) -> None:
+    """``gate_estimator='score'``: training samples are exact 0/1 with no straight-through
+    gradient, each gate stores the log-probability of its sample, and the loss still
+    reaches every parameter (gates through the score-function term) with finite values."""
+    model = make_model(name, gate_estimator="score").train()
+    assert all(g.estimator == "score" for g in gates(model))
+    x = torch.randn(3, 5, M_TOKENS, model.config.d_model)
+    gate = gates(model)[0]
+    a = gate(x, N_OBJECTS, torch.Generator().manual_seed(0))
+    assert a.grad_fn is None and set(a.unique().tolist()) <= {0.0, 1.0}
+    logit = gate.logits(x, N_OBJECTS)
+    expected = torch.where(a > 0.5, F.logsigmoid(logit), F.logsigmoid(-logit))
+    free = object_off_diagonal()
+    torch.testing.assert_close(gate.log_prob[..., free], expected[..., free])
+
+    terms, out = model.loss(make_batch(), 0.25, torch.Generator().manual_seed(1))
+    assert all(torch.isfinite(t).all() for t in terms)
+    assert out.graph.shape == (3, 5, M_TOKENS, N_OBJECTS)
+    model.zero_grad()
+    terms.total.backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+    for i, g in enumerate(gates(model)):
+        assert g.q.weight.grad.abs().sum() > 0 and g.bias.grad.abs() > 0, f"gate {i}"
+    model.eval()  # evaluation: thresholded logits, one pass, as with straight-through
+    with torch.no_grad():
+        evaluated, _ = model.loss(make_batch(), 0.25)
+    assert torch.isfinite(evaluated.total)
+
+
+def test_score_estimator_is_an_unbiased_gradient_of_the_expected_price() -> None:
+    """With only the price in the objective (one layer, so the paths into object i are 1
+    plus its open gates), the score-function gradient of the gate's bias, averaged over
+    many samples, matches the exact gradient of lambda x E[paths] = lambda x (1 + sum of
+    sigmoid(logit)) per object."""
+    weights = {"token_weight": 0.0, "reward_weight": 0.0, "cont_weight": 0.0}
+    model = make_model(
+        "spartan", seed=3, n_layers=1, gate_estimator="score", gate_logit_weight=0.0, **weights
+    ).train()
+    batch, price = make_batch(b=2, t=3), 0.5
+    gate, layer = gates(model)[0], model.core.layers[0]
+    y = layer.norm1(model.tokens(batch.obs[:, :-1], batch.actions, batch.regimes))
+    free = object_off_diagonal().to(y.dtype)
+    expected_paths = (torch.sigmoid(gate.logits(y, N_OBJECTS)) * free).sum((-1, -2)).mean()
+    (exact,) = torch.autograd.grad(price * expected_paths, gate.bias)
+    g = torch.Generator().manual_seed(5)
+    estimates = []
+    for _ in range(400):
+        model.zero_grad()
+        terms, _ = model.loss(batch, price, g)
+        terms.total.backward()
+        estimates.append(gate.bias.grad.clone())
+    mean = torch.stack(estimates).mean()
+    stderr = torch.stack(estimates).std() / math.sqrt(len(estimates))
+    assert exact > 0  # a higher bias means more paths: the price pushes it down
+    assert abs(mean - exact) < 4 * stderr + 1e-3 * abs(exact), (mean, exact, stderr)
+    assert stderr < 0.2 * exact  # the comparison can fail: the estimate is not just noise
+
+
+def test_gate_estimator_is_validated_and_old_files_keep_straight_through(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError, match="gate_estimator must be one of straight_through, score"):
+        WorldModelConfig(gate_estimator="reinforce")
+    with pytest.raises(ValueError, match="needs gate_explore=0"):
+        WorldModelConfig(gate_estimator="score", gate_explore=0.1)
+    model = make_model("spartan", seed=1, gate_estimator="score")
+    loaded = WorldModel.load(model.save(tmp_path / "m.pt"))
+    assert loaded.config.gate_estimator == "score"
+    assert all(g.estimator == "score" for g in gates(loaded))
+    old = WorldModel.load(save_without_field(model, tmp_path / "o.pt", "gate_estimator"))
+    assert old.config.gate_estimator == "straight_through"
+    assert all(g.estimator == "straight_through" for g in gates(old))
+
+
 # ----------------------------------------------------------------------------- 2. path matrix
 ACTION, REGIME = 2, 3  # token indices with N = 2 objects
 

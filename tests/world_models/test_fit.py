@@ -193,3 +193,14 @@ def test_fit_with_a_dense_reference_logs_it_and_sets_tau_from_it(tmp_path: Path)
     # the debug preset's warm-up ends at step 10: the warm-up rule would then freeze tau;
     # with the reference it moves with the twin's average at every step
     assert tau[-1] > 0 and tau[-2] > 0 and tau[-1] != tau[-2]
+
+
+def test_fit_with_the_score_function_gate_estimator(tmp_path: Path) -> None:
+    """``--set gate_estimator=score`` trains end to end and is recorded in the JSON."""
+    out = tmp_path / "run"
+    args = ["--world-model", "spartan", "--out", str(out), "--no-progress"]
+    sets = ["threads=1", "gate_estimator=score", "robustness=false", "few_shot_reference=false"]
+    assert main(["fit", "--preset", "debug", *args, *[a for s in sets for a in ("--set", s)]]) == 0
+    record = json.loads((out / "fit.json").read_text())
+    assert record["config"]["model"]["gate_estimator"] == "score"
+    _check_figures(record["overall"])
