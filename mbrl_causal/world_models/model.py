@@ -94,6 +94,17 @@ class LossTerms(NamedTuple):
     gate_excess: torch.Tensor  # gates' raw-logit excess over the soft clip (HardGate.logits)
 
 
+def _price(sparsity_weight: float | Sequence[float], n: int, like: torch.Tensor) -> torch.Tensor:
+    """The Lagrangian's lambda as a tensor: a scalar, or one value per child object."""
+    weight = torch.as_tensor(sparsity_weight, dtype=like.dtype, device=like.device)
+    if weight.ndim and weight.shape != (n,):
+        raise ValueError(
+            f"sparsity_weight must be a scalar or {n} values (one per object), got "
+            f"shape {tuple(weight.shape)}"
+        )
+    return weight
+
+
 class WorldModel(nn.Module):
     """A causal (or dense) world model over object tokens.
 
@@ -311,26 +322,41 @@ class WorldModel(nn.Module):
         into = out.paths[:, :, :n].sum(-1).mean((0, 1)) if c.sparse else z.new_zeros(n)
         sparsity = into.sum()  # paths per transition; into[i]: paths into object i
         total = c.token_weight * mse + c.reward_weight * reward + c.cont_weight * cont
-        weight = torch.as_tensor(sparsity_weight, dtype=into.dtype, device=into.device)
-        if weight.ndim and weight.shape != (n,):
-            raise ValueError(
-                f"sparsity_weight must be a scalar or {n} values (one per object), got "
-                f"shape {tuple(weight.shape)}"
-            )
+        weight = _price(sparsity_weight, n, into)
         if c.sparse and bool((weight != 0).any()):  # exactly zero weight adds nothing
             total = total + (weight * into).sum()
-        gate_excess = mse.new_zeros(())
+        terms = self._terms(total, mse, reward, cont, sparsity, enc, mse_objects, self._excess())
+        return terms, out
+
+    def _excess(self) -> torch.Tensor:
+        """The gates' raw-logit excess of the last pass, summed over layers."""
+        total = self.codebook.weight.new_zeros(())
         for g in self.modules():
             if isinstance(g, HardGate) and g.excess is not None:
-                gate_excess = gate_excess + g.excess
+                total = total + g.excess
+        return total
+
+    def _terms(
+        self,
+        total: torch.Tensor,
+        mse: torch.Tensor,
+        reward: torch.Tensor,
+        cont: torch.Tensor,
+        sparsity: torch.Tensor,
+        enc: Any,
+        mse_objects: torch.Tensor,
+        gate_excess: torch.Tensor,
+    ) -> LossTerms:
+        """The loss terms, with the logit penalty and (pixels mode) the encoder's terms
+        added to ``total``."""
+        c = self.config
         if c.gate_logit_weight > 0:
             total = total + c.gate_logit_weight * gate_excess
         if c.obs == "pixels":
             total = total + c.recon_weight * enc.recon + c.kl_weight * enc.kl
-        terms = LossTerms(
+        return LossTerms(
             total, mse, reward, cont, sparsity, enc.recon, enc.kl, mse_objects, gate_excess
         )
-        return terms, out
 
     def _score_function_loss(
         self,
@@ -357,13 +383,7 @@ class WorldModel(nn.Module):
         latents, target = z[:, :-1], z[:, 1:].detach()
         reg = batch.regimes if regime is None else regime
         n = z.shape[2]
-        weight = torch.as_tensor(sparsity_weight, dtype=z.dtype, device=z.device)
-        if weight.ndim and weight.shape != (n,):
-            raise ValueError(
-                f"sparsity_weight must be a scalar or {n} values (one per object), got "
-                f"shape {tuple(weight.shape)}"
-            )
-        price = weight.expand(n)
+        price = _price(sparsity_weight, n, z).expand(n)
         passes = []
         for _ in range(2):
             x = self.tokens(latents, batch.actions, reg)
@@ -374,10 +394,7 @@ class WorldModel(nn.Module):
                 if g.log_prob is None:
                     raise RuntimeError("a gate returned no log-probability in score mode")
                 log_prob.append(g.log_prob)
-            excess = z.new_zeros(())
-            for g in gates:
-                if g.excess is not None:
-                    excess = excess + g.excess
+            excess = self._excess()
             err = (out.next_latent - target).square()
             into = out.paths[:, :, :n].sum(-1).detach()  # (B, T, N): paths into each object
             child = c.token_weight * err.detach().mean(-1) / n + price * into  # (B, T, N)
@@ -412,14 +429,7 @@ class WorldModel(nn.Module):
         sparsity = 0.5 * (in1.mean((0, 1)).sum() + in2.mean((0, 1)).sum())
         gate_excess = 0.5 * (x1 + x2)
         total = c.token_weight * mse + c.reward_weight * reward + c.cont_weight * cont + surrogate
-        if c.gate_logit_weight > 0:
-            total = total + c.gate_logit_weight * gate_excess
-        if c.obs == "pixels":
-            total = total + c.recon_weight * enc.recon + c.kl_weight * enc.kl
-        terms = LossTerms(
-            total, mse, reward, cont, sparsity, enc.recon, enc.kl, mse_objects, gate_excess
-        )
-        return terms, o1
+        return self._terms(total, mse, reward, cont, sparsity, enc, mse_objects, gate_excess), o1
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
