@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mbrl_causal.world_models.gates import exploration_off
+from mbrl_causal.world_models.gates import exploration_off, straight_through
 from mbrl_causal.world_models.model import SequenceBatch, WorldModel
 
 __all__ = ["fit_regime_token", "recall_regime", "regime_errors"]
@@ -75,7 +75,9 @@ def fit_regime_token(
         with torch.no_grad():
             z = model.encode(batch.obs)
         model.train()  # sampled straight-through gates: the token reaches closed edges
-        with exploration_off(model):  # the model's own gates, not random extra edges
+        # the model's own gates, not random extra edges, with the straight-through
+        # gradient whatever the model's gate_estimator (the token's way to a closed edge)
+        with exploration_off(model), straight_through(model):
             for _ in range(steps):
                 out = model(z[:, :-1], batch.actions, token.expand(z.shape[0], -1), gen)
                 loss = F.mse_loss(out.next_latent, z[:, 1:])

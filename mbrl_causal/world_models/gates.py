@@ -36,6 +36,7 @@ __all__ = [
     "exploration_off",
     "graph_from_paths",
     "path_matrix",
+    "straight_through",
 ]
 
 LOGIT_BOUND = 6.0  # gate logits are soft-clipped to +-6 (see HardGate.logits)
@@ -181,6 +182,22 @@ def exploration_off(module: nn.Module) -> Iterator[None]:
     finally:
         for g, value in zip(gates, saved, strict=True):
             g.explore = value
+
+
+@contextmanager
+def straight_through(module: nn.Module) -> Iterator[None]:
+    """Every :class:`HardGate` in ``module`` uses the straight-through estimator inside the
+    block, restored on exit: for training-mode passes whose gradient must reach the
+    tokens through the gates, such as a regime-token fit (a ``score`` gate passes none)."""
+    gates = [m for m in module.modules() if isinstance(m, HardGate)]
+    saved = [g.estimator for g in gates]
+    for g in gates:
+        g.estimator = "straight_through"
+    try:
+        yield
+    finally:
+        for g, value in zip(gates, saved, strict=True):
+            g.estimator = value
 
 
 def fix_structure(a: torch.Tensor, n_objects: int) -> torch.Tensor:

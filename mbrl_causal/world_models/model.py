@@ -372,11 +372,22 @@ class WorldModel(nn.Module):
         Two passes with independent gate samples. The network trains on both sampled hard
         graphs (pathwise gradient, no gradient through the gates); the gates train on the
         score-function term ``0.5 (R1 - R2) (log p1 - log p2)``, each sample's reward the
-        other's baseline. The reward of the gate entry (i, j) of layer l is the sum, over
-        the child objects c that token i reaches through layers l+1..L of that sample, of
-        c's per-transition objective: ``token_weight x`` its squared error per latent
-        entry (a share of the MSE term) plus its price ``lambda_c x`` the paths into c.
-        The returned terms average the two passes; the output is the first pass's.
+        other's baseline, so its gradient is an unbiased estimate of the gradient of the
+        expected objective. The reward of a gate is every part of the objective that its
+        sample can change:
+
+        - a gate of the last layer in row i: object i's share of the MSE term
+          (``token_weight x`` its squared error per latent entry / N), its price
+          (``lambda_i x`` the paths into it) and the transition's reward and continuation
+          terms (their heads read the pooled object tokens);
+        - a gate of an earlier layer: the whole objective of the transition (the later
+          layers' gates of every row read the token it changed). In S2-SSM, whose Mamba
+          layers carry a step into the later ones, the sum over this and the later steps
+          of the sequence.
+
+        The returned ``total`` has the objective's value (the two passes averaged, the
+        price included) and, through the score term, the gates' gradient; the output is
+        the first pass's.
         """
         c = self.config
         gates = [g for g in self.core.modules() if isinstance(g, HardGate)]
@@ -384,6 +395,7 @@ class WorldModel(nn.Module):
         reg = batch.regimes if regime is None else regime
         n = z.shape[2]
         price = _price(sparsity_weight, n, z).expand(n)
+        rewards_true, conts = batch.rewards.to(z.dtype), batch.conts.to(z.dtype)
         passes = []
         for _ in range(2):
             x = self.tokens(latents, batch.actions, reg)
@@ -394,41 +406,43 @@ class WorldModel(nn.Module):
                 if g.log_prob is None:
                     raise RuntimeError("a gate returned no log-probability in score mode")
                 log_prob.append(g.log_prob)
-            excess = self._excess()
             err = (out.next_latent - target).square()
+            reward = (out.reward - rewards_true).square()  # (B, T)
+            cont = F.binary_cross_entropy_with_logits(out.cont_logit, conts, reduction="none")
             into = out.paths[:, :, :n].sum(-1).detach()  # (B, T, N): paths into each object
-            child = c.token_weight * err.detach().mean(-1) / n + price * into  # (B, T, N)
-            adjacency = [a.detach() for a in core.adjacency]
-            m = adjacency[0].shape[-1]
-            reach = torch.eye(m, dtype=z.dtype, device=z.device).expand_as(adjacency[0])
-            rewards = []
-            for a in reversed(adjacency):  # reach: product of the layers after this one
-                reached = (reach[..., :n, :] >= 0.5).to(z.dtype)  # (B, T, N, M)
-                rewards.append((reached * child.unsqueeze(-1)).sum(-2))  # (B, T, M)
-                reach = reach @ a
-            rewards.reverse()
-            passes.append((out, err, log_prob, rewards, into, excess))
-        (o1, e1, lp1, r1, in1, x1), (o2, e2, lp2, r2, in2, x2) = passes
+            with torch.no_grad():
+                objects = c.token_weight * err.mean(-1) / n + price * into  # (B, T, N)
+                heads = c.reward_weight * reward + c.cont_weight * cont  # (B, T)
+                last = (
+                    torch.cat(  # (B, T, M): the action and regime rows are not sampled
+                        [objects, objects.new_zeros(*objects.shape[:2], 2)], -1
+                    )
+                    + heads.unsqueeze(-1)
+                )
+                whole = objects.sum(-1) + heads
+                if c.family == "ssm":  # this step and the later ones of the sequence
+                    whole = whole.flip(1).cumsum(1).flip(1)
+            credit = [whole.unsqueeze(-1)] * (len(gates) - 1) + [last]
+            passes.append((out, err, reward, cont, into, log_prob, credit, self._excess()))
+        (o1, e1, rw1, c1, in1, lp1, r1, x1), (_o2, e2, rw2, c2, in2, lp2, r2, x2) = passes
+        m = n + 2
         free = torch.zeros(m, m, dtype=z.dtype, device=z.device)
         free[:n] = 1.0  # the sampled entries: object rows, off the diagonal
         free = free * (1.0 - torch.eye(m, dtype=z.dtype, device=z.device))
-        surrogate = z.new_zeros(())
+        score = z.new_zeros(())
         for a1, a2, b1, b2 in zip(lp1, lp2, r1, r2, strict=True):
-            advantage = 0.5 * (b1 - b2).unsqueeze(-1)  # (B, T, M, 1), no gradient
-            surrogate = surrogate + (advantage * (a1 - a2) * free).sum((-1, -2)).mean()
+            advantage = 0.5 * (b1 - b2).unsqueeze(-1)  # (B, T, M or 1, 1), no gradient
+            score = score + (advantage * (a1 - a2) * free).sum((-1, -2)).mean()
         mse = 0.5 * (e1.mean() + e2.mean())
         with torch.no_grad():
             mse_objects = 0.5 * (e1.mean((0, 1, 3)) + e2.mean((0, 1, 3)))
-        rewards_true = batch.rewards.float()
-        conts = batch.conts.float()
-        reward = 0.5 * (F.mse_loss(o1.reward, rewards_true) + F.mse_loss(o2.reward, rewards_true))
-        cont = 0.5 * (
-            F.binary_cross_entropy_with_logits(o1.cont_logit, conts)
-            + F.binary_cross_entropy_with_logits(o2.cont_logit, conts)
-        )
-        sparsity = 0.5 * (in1.mean((0, 1)).sum() + in2.mean((0, 1)).sum())
+        reward = 0.5 * (rw1.mean() + rw2.mean())
+        cont = 0.5 * (c1.mean() + c2.mean())
+        into_mean = 0.5 * (in1.mean((0, 1)) + in2.mean((0, 1)))  # (N,)
+        sparsity = into_mean.sum()
         gate_excess = 0.5 * (x1 + x2)
-        total = c.token_weight * mse + c.reward_weight * reward + c.cont_weight * cont + surrogate
+        total = c.token_weight * mse + c.reward_weight * reward + c.cont_weight * cont
+        total = total + (price * into_mean).sum() + (score - score.detach())
         return self._terms(total, mse, reward, cont, sparsity, enc, mse_objects, gate_excess), o1
 
     # ------------------------------------------------------------------ persistence

@@ -35,6 +35,7 @@ from mbrl_causal.world_models.gates import (
 from mbrl_causal.world_models.metrics import GraphStats, graph_metrics
 from mbrl_causal.world_models.model import WorldModel
 from mbrl_causal.world_models.sparsity import ObjectLagrangians, SparsityLagrangian
+from mbrl_causal.world_models.spartan import CoreOutput
 from mbrl_causal.world_models.ssm import (
     MambaLayer,
     _SelectiveScan,
@@ -217,6 +218,87 @@ def test_score_estimator_is_an_unbiased_gradient_of_the_expected_price() -> None
     assert exact > 0  # a higher bias means more paths: the price pushes it down
     assert abs(mean - exact) < 4 * stderr + 1e-3 * abs(exact), (mean, exact, stderr)
     assert stderr < 0.2 * exact  # the comparison can fail: the estimate is not just noise
+
+
+def test_score_estimator_is_unbiased_for_the_whole_objective_through_two_layers() -> None:
+    """Two layers, two objects, every term of the objective (prediction, price, reward,
+    continuation): the exact gradient of the expected objective for each layer's gate
+    bias, by enumerating all 2^12 gate samples of one transition, matches the mean of the
+    estimator over many batches (an advantage scaled by 2 fails it)."""
+    n, price = 2, 0.3
+    torch.manual_seed(0)
+    config = WorldModelConfig(
+        name="spartan", **{**SMALL, "n_layers": 2}, gate_estimator="score",
+        gate_bias_init=0.0, gate_logit_weight=0.0,
+    )  # fmt: skip
+    model = WorldModel(config, (0,)).train()
+    g = torch.Generator().manual_seed(1)
+    obs = torch.rand(1, 2, n, 4, generator=g) * 2 - 1
+    one = torch.ones(1, 1)
+    batch = SequenceBatch(
+        obs, torch.tensor([[1]]), 0.5 * one, one, torch.zeros(1, dtype=torch.long),
+        torch.zeros(1, 1, n + 2, n, dtype=torch.bool),
+    )  # fmt: skip
+    m = n + 2
+    free = object_off_diagonal(m, n)
+    entries = free.nonzero()
+    layer1, layer2 = model.core.layers
+    x0 = model.tokens(obs[:, :-1], batch.actions, batch.regimes)
+
+    def configs() -> list[torch.Tensor]:
+        out = []
+        for bits in range(2 ** len(entries)):
+            a = torch.zeros(m, m)
+            for k, (i, j) in enumerate(entries.tolist()):
+                a[i, j] = float(bits >> k & 1)
+            out.append(fix_structure(a, n))
+        return out
+
+    def log_p(a: torch.Tensor, logit: torch.Tensor) -> torch.Tensor:
+        lp = torch.where(a > 0.5, F.logsigmoid(logit), F.logsigmoid(-logit))
+        return lp[free].sum()
+
+    def block(layer, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:  # type: ignore[no-untyped-def]
+        out, _ = layer.attn(layer.norm1(x), a[None, None], n)
+        x = x + out
+        return x + layer.mlp(layer.norm2(x))
+
+    expected = torch.zeros(())
+    logit1 = layer1.gate.logits(layer1.norm1(x0), n)[0, 0]
+    with torch.no_grad():
+        all_configs = configs()
+    for a1 in all_configs:
+        x1 = block(layer1, x0, a1)
+        logit2 = layer2.gate.logits(layer2.norm1(x1), n)[0, 0]
+        lp1 = log_p(a1, logit1)
+        for a2 in all_configs:
+            with torch.no_grad():
+                h = block(layer2, x1, a2)
+                paths = a2 @ a1
+                core = CoreOutput(h, [a1[None, None], a2[None, None]], [])
+                out = model._outputs(obs[:, :-1], core)
+                objective = (
+                    F.mse_loss(out.next_latent, obs[:, 1:])
+                    + F.mse_loss(out.reward, batch.rewards)
+                    + F.binary_cross_entropy_with_logits(out.cont_logit, batch.conts)
+                    + price * paths[:n].sum()
+                )
+            lp = lp1 + log_p(a2, logit2)
+            expected = expected + lp.exp().detach() * objective * lp
+    exact = torch.autograd.grad(expected, [layer1.gate.bias, layer2.gate.bias])
+
+    gen = torch.Generator().manual_seed(5)
+    samples = []
+    for _ in range(1500):
+        model.zero_grad()
+        terms, _ = model.loss(batch, price, gen)
+        terms.total.backward()
+        samples.append(torch.stack([layer1.gate.bias.grad, layer2.gate.bias.grad]))
+    estimates = torch.stack(samples)
+    mean, stderr = estimates.mean(0), estimates.std(0) / math.sqrt(len(samples))
+    for k in range(2):
+        assert abs(mean[k] - exact[k]) < 4 * stderr[k], (k, mean[k], exact[k], stderr[k])
+        assert stderr[k] < 0.1 * abs(exact[k])  # precise enough to tell a bias of 2x
 
 
 def test_gate_estimator_is_validated_and_old_files_keep_straight_through(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -1471,6 +1553,18 @@ def test_fit_regime_token_does_not_explore_and_old_files_load_without_exploratio
     old = WorldModel.load(save_without_field(exploring, tmp_path / "o.pt", "gate_explore"))
     assert old.config.gate_explore == 0.0
     assert all(g.explore == 0.0 for g in gates(old))
+
+
+def test_fit_regime_token_uses_straight_through_gates_under_the_score_estimator() -> None:
+    """A score-estimator model's token fit is the straight-through one (a ``score`` gate
+    passes no gradient to the token), and the model keeps its estimator."""
+    plain = make_model("spartan", seed=4)
+    scored = make_model("spartan", seed=4, gate_estimator="score")
+    scored.load_state_dict(plain.state_dict())
+    batch = make_batch(b=2, t=6, seed=11)
+    token = fit_regime_token(plain, batch, steps=10, lr=0.05)
+    torch.testing.assert_close(fit_regime_token(scored, batch, steps=10, lr=0.05), token)
+    assert all(g.estimator == "score" for g in gates(scored))
 
 
 def test_fit_regime_token_rejects_zero_steps() -> None:
