@@ -32,7 +32,7 @@ OBS_SETTINGS: tuple[str, ...] = ("objects", "pixels")
 SSM_BACKENDS: tuple[str, ...] = ("auto", "torch", "mamba_ssm")
 SPARSITY_CONSTRAINTS: tuple[str, ...] = ("per_object", "total")
 GATE_ACTION_KEYS: tuple[str, ...] = ("value", "type")
-GATE_ESTIMATORS: tuple[str, ...] = ("straight_through", "score")
+GATE_ESTIMATORS: tuple[str, ...] = ("straight_through", "score", "score_reach")
 CHANGEABLE_ON_RESUME: tuple[str, ...] = (
     "lambda_min", "lambda_max", "lambda_schedule", "lambda_lr", "gate_explore",
     "gate_score_cap", "gate_temperature", "gate_logit_weight", "kl_weight", "recon_weight",
@@ -131,16 +131,19 @@ class WorldModelConfig:
     either way). ``straight_through`` (the default, and the behaviour of saved files
     without this field): the binary Gumbel sample with the relaxed sigmoid's gradient
     (SPARTAN's estimator). ``score``: a score-function (REINFORCE) estimate with two gate
-    samples per batch, each the other's baseline; the reward of a gate in row i of a
-    layer is the per-transition loss (prediction error per latent entry plus the price
-    of the paths) of the children that token i reaches through the later layers'
-    sampled gates. It estimates the gradient of the expected objective without the
-    relaxation's bias, at two forward passes per step; the network itself trains on the
-    sampled hard graphs. Not combinable with ``gate_explore`` (its samples would not be
-    the gates' own). In ``fit`` (four seeds, ``lambda_max=1e-4``) it gave a lower error
-    than the default (within 1.1x of the dense baseline on three seeds of four) and
-    learned the point event edge ``ball -> score``, but worse graphs on all four seeds;
-    so not the default (docs/results/world-models.md)."""
+    samples per batch, each the other's baseline, unbiased for the gradient of the
+    expected objective (a last-layer gate is credited with its object's terms and the
+    reward and continuation terms, an earlier one with the whole transition; see
+    WorldModel._score_function_loss); two forward passes per step, and the network
+    trains on the sampled hard graphs. ``score_reach``: the same with less variance and a
+    small bias: a gate of token i is credited only with the prediction and price terms
+    of the children that i reaches through the later layers' sampled gates (it ignores
+    that the later gates' logits read token i). Neither combines with ``gate_explore``
+    (its samples would not be the gates' own). In ``fit`` (``lambda_max=1e-4``, four
+    seeds) ``score_reach`` gave a lower error than the default (within 1.2x of the dense
+    baseline on all four seeds) and learned the point edge ``ball -> score``, but worse
+    graphs on all four; ``score`` kept more false edges still (SHD about 7). Neither is
+    the default (docs/results/world-models.md)."""
     gate_explore: float = 0.0
     """In training, the chance that a gate the sample closed is opened anyway (each edge
     of each step independently; see HardGate). An edge closed early passes no
@@ -244,10 +247,11 @@ class WorldModelConfig:
             raise ValueError(f"image_size must be 32, 64 or 84, got {self.image_size}")
         if not 0 <= self.gate_explore < 1:
             raise ValueError(f"gate_explore must be in [0, 1), got {self.gate_explore}")
-        if self.gate_estimator == "score" and self.gate_explore > 0:
+        if self.gate_estimator != "straight_through" and self.gate_explore > 0:
             raise ValueError(
-                "gate_estimator='score' needs gate_explore=0 (explored gates are not samples "
-                f"of the gates' own probabilities), got gate_explore={self.gate_explore}"
+                f"gate_estimator={self.gate_estimator!r} needs gate_explore=0 (explored gates "
+                "are not samples of the gates' own probabilities), got "
+                f"gate_explore={self.gate_explore}"
             )
         if not 0 <= self.mse_ema < 1:
             raise ValueError(f"mse_ema must be in [0, 1), got {self.mse_ema}")

@@ -71,7 +71,8 @@ class HardGate(nn.Module):
             never explores, nor does a regime-token fit (:func:`exploration_off`).
 
     Attribute ``estimator`` (set by the world model from
-    ``WorldModelConfig.gate_estimator``): ``straight_through`` (above) or ``score``: in
+    ``WorldModelConfig.gate_estimator``): ``straight_through`` (above), or ``score`` and
+    ``score_reach``: in
     training the forward pass returns the hard sample with no gradient and stores
     ``self.log_prob``, the log-probability of each sampled entry (Bernoulli with
     ``sigmoid(logit)``), for the world model's score-function term.
@@ -148,7 +149,7 @@ class HardGate(nn.Module):
         """Sampled (training) or thresholded (evaluation) adjacency (..., M, M) in {0, 1}."""
         logit = self.logits(x, n_objects)
         self.log_prob = None
-        if self.training and self.estimator == "score":
+        if self.training and self.estimator != "straight_through":  # score, score_reach
             # the same sample as below (P(hard = 1) = sigmoid(logit)), no relaxation
             u = torch.rand(logit.shape, generator=generator, device=logit.device)
             u = u.clamp(1e-6, 1 - 1e-6).to(logit.dtype)

@@ -309,7 +309,12 @@ class WorldModel(nn.Module):
         """
         c = self.config
         z, enc = self.encoder.loss(batch.obs)
-        if c.sparse and c.gate_estimator == "score" and self.training and torch.is_grad_enabled():
+        if (
+            c.sparse
+            and c.gate_estimator != "straight_through"
+            and self.training
+            and torch.is_grad_enabled()
+        ):
             return self._score_function_loss(batch, z, enc, sparsity_weight, generator, regime)
         out = self(z[:, :-1], batch.actions, batch.regimes if regime is None else regime, generator)
         target = z[:, 1:].detach()
@@ -385,6 +390,11 @@ class WorldModel(nn.Module):
           layers carry a step into the later ones, the sum over this and the later steps
           of the sequence.
 
+        With ``score_reach`` instead, a gate of token i in layer l is credited with the
+        prediction and price terms of the children that i reaches through the later
+        layers' sampled gates (less variance; biased, since the later gates' logits read
+        token i whether or not they open).
+
         The returned ``total`` has the objective's value (the two passes averaged, the
         price included) and, through the score term, the gates' gradient; the output is
         the first pass's.
@@ -422,7 +432,10 @@ class WorldModel(nn.Module):
                 whole = objects.sum(-1) + heads
                 if c.family == "ssm":  # this step and the later ones of the sequence
                     whole = whole.flip(1).cumsum(1).flip(1)
-            credit = [whole.unsqueeze(-1)] * (len(gates) - 1) + [last]
+            if c.gate_estimator == "score_reach":
+                credit = self._reach_credit(core.adjacency, objects)
+            else:
+                credit = [whole.unsqueeze(-1)] * (len(gates) - 1) + [last]
             passes.append((out, err, reward, cont, into, log_prob, credit, self._excess()))
         (o1, e1, rw1, c1, in1, lp1, r1, x1), (_o2, e2, rw2, c2, in2, lp2, r2, x2) = passes
         m = n + 2
@@ -444,6 +457,21 @@ class WorldModel(nn.Module):
         total = c.token_weight * mse + c.reward_weight * reward + c.cont_weight * cont
         total = total + (price * into_mean).sum() + (score - score.detach())
         return self._terms(total, mse, reward, cont, sparsity, enc, mse_objects, gate_excess), o1
+
+    @staticmethod
+    def _reach_credit(adjacency: list[torch.Tensor], objects: torch.Tensor) -> list[torch.Tensor]:
+        """Per layer, the credit (B, T, M) of each row's gates under ``score_reach``: the
+        sum of ``objects`` (B, T, N) over the children that the row's token reaches
+        through the later layers (sampled adjacencies)."""
+        n = objects.shape[-1]
+        reach = torch.eye(adjacency[0].shape[-1], dtype=objects.dtype, device=objects.device)
+        reach = reach.expand_as(adjacency[0])
+        credit = []
+        for a in reversed(adjacency):  # reach: the product of the layers after this one
+            reached = (reach[..., :n, :] >= 0.5).to(objects.dtype)  # (B, T, N, M)
+            credit.append((reached * objects.unsqueeze(-1)).sum(-2))
+            reach = reach @ a.detach()
+        return credit[::-1]
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:

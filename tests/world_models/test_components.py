@@ -160,13 +160,16 @@ def test_sparsity_term_pushes_gate_bias_down() -> None:
         assert gate.bias.grad > 0  # gradient descent decreases the bias
 
 
+@pytest.mark.parametrize("estimator", ["score", "score_reach"])
 @pytest.mark.parametrize("name", SPARSE_MODELS)
-def test_score_estimator_samples_hard_gates_and_trains_them_by_log_probability(name: str) -> None:
+def test_score_estimator_samples_hard_gates_and_trains_them_by_log_probability(
+    name: str, estimator: str
+) -> None:
     """``gate_estimator='score'``: training samples are exact 0/1 with no straight-through
     gradient, each gate stores the log-probability of its sample, and the loss still
     reaches every parameter (gates through the score-function term) with finite values."""
-    model = make_model(name, gate_estimator="score").train()
-    assert all(g.estimator == "score" for g in gates(model))
+    model = make_model(name, gate_estimator=estimator).train()
+    assert all(g.estimator == estimator for g in gates(model))
     x = torch.randn(3, 5, M_TOKENS, model.config.d_model)
     gate = gates(model)[0]
     a = gate(x, N_OBJECTS, torch.Generator().manual_seed(0))
@@ -191,14 +194,15 @@ def test_score_estimator_samples_hard_gates_and_trains_them_by_log_probability(n
     assert torch.isfinite(evaluated.total)
 
 
-def test_score_estimator_is_an_unbiased_gradient_of_the_expected_price() -> None:
+@pytest.mark.parametrize("estimator", ["score", "score_reach"])
+def test_score_estimator_is_an_unbiased_gradient_of_the_expected_price(estimator: str) -> None:
     """With only the price in the objective (one layer, so the paths into object i are 1
     plus its open gates), the score-function gradient of the gate's bias, averaged over
     many samples, matches the exact gradient of lambda x E[paths] = lambda x (1 + sum of
     sigmoid(logit)) per object."""
     weights = {"token_weight": 0.0, "reward_weight": 0.0, "cont_weight": 0.0}
     model = make_model(
-        "spartan", seed=3, n_layers=1, gate_estimator="score", gate_logit_weight=0.0, **weights
+        "spartan", seed=3, n_layers=1, gate_estimator=estimator, gate_logit_weight=0.0, **weights
     ).train()
     batch, price = make_batch(b=2, t=3), 0.5
     gate, layer = gates(model)[0], model.core.layers[0]
@@ -302,7 +306,8 @@ def test_score_estimator_is_unbiased_for_the_whole_objective_through_two_layers(
 
 
 def test_gate_estimator_is_validated_and_old_files_keep_straight_through(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(ValueError, match="gate_estimator must be one of straight_through, score"):
+    allowed = "gate_estimator must be one of straight_through, score, score_reach"
+    with pytest.raises(ValueError, match=allowed):
         WorldModelConfig(gate_estimator="reinforce")
     with pytest.raises(ValueError, match="needs gate_explore=0"):
         WorldModelConfig(gate_estimator="score", gate_explore=0.1)
