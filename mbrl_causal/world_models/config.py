@@ -142,7 +142,7 @@ class WorldModelConfig:
     (its samples would not be the gates' own). In ``fit`` (``lambda_max=1e-4``, four
     seeds) ``score_reach`` gave a lower error than the default (within 1.2x of the dense
     baseline on all four seeds) and learned the point edge ``ball -> score``, but worse
-    graphs on all four; ``score`` kept more false edges still (SHD about 7). Neither is
+    graphs on all four; ``score`` kept more false edges still (mean SHD 7.9). Neither is
     the default (docs/results/world-models.md)."""
     gate_explore: float = 0.0
     """In training, the chance that a gate the sample closed is opened anyway (each edge
