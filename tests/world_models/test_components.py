@@ -194,6 +194,26 @@ def test_score_estimator_samples_hard_gates_and_trains_them_by_log_probability(
     assert torch.isfinite(evaluated.total)
 
 
+def estimated_gradient(
+    model: WorldModel,
+    batch: SequenceBatch,
+    price: float,
+    params: list[torch.Tensor],
+    count: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard error of the loss's gradient on ``params`` (scalars) over
+    ``count`` gate samples of the same batch."""
+    gen = torch.Generator().manual_seed(5)
+    samples = []
+    for _ in range(count):
+        model.zero_grad()
+        terms, _ = model.loss(batch, price, gen)
+        terms.total.backward()
+        samples.append(torch.stack([p.grad.reshape(()) for p in params]))
+    estimates = torch.stack(samples)
+    return estimates.mean(0), estimates.std(0) / math.sqrt(count)
+
+
 @pytest.mark.parametrize("estimator", ["score", "score_reach"])
 def test_score_estimator_is_an_unbiased_gradient_of_the_expected_price(estimator: str) -> None:
     """With only the price in the objective (one layer, so the paths into object i are 1
@@ -210,15 +230,8 @@ def test_score_estimator_is_an_unbiased_gradient_of_the_expected_price(estimator
     free = object_off_diagonal().to(y.dtype)
     expected_paths = (torch.sigmoid(gate.logits(y, N_OBJECTS)) * free).sum((-1, -2)).mean()
     (exact,) = torch.autograd.grad(price * expected_paths, gate.bias)
-    g = torch.Generator().manual_seed(5)
-    estimates = []
-    for _ in range(400):
-        model.zero_grad()
-        terms, _ = model.loss(batch, price, g)
-        terms.total.backward()
-        estimates.append(gate.bias.grad.clone())
-    mean = torch.stack(estimates).mean()
-    stderr = torch.stack(estimates).std() / math.sqrt(len(estimates))
+    mean, stderr = estimated_gradient(model, batch, price, [gate.bias], 400)
+    mean, stderr = mean[0], stderr[0]
     assert exact > 0  # a higher bias means more paths: the price pushes it down
     assert abs(mean - exact) < 4 * stderr + 1e-3 * abs(exact), (mean, exact, stderr)
     assert stderr < 0.2 * exact  # the comparison can fail: the estimate is not just noise
@@ -291,15 +304,8 @@ def test_score_estimator_is_unbiased_for_the_whole_objective_through_two_layers(
             expected = expected + lp.exp().detach() * objective * lp
     exact = torch.autograd.grad(expected, [layer1.gate.bias, layer2.gate.bias])
 
-    gen = torch.Generator().manual_seed(5)
-    samples = []
-    for _ in range(1500):
-        model.zero_grad()
-        terms, _ = model.loss(batch, price, gen)
-        terms.total.backward()
-        samples.append(torch.stack([layer1.gate.bias.grad, layer2.gate.bias.grad]))
-    estimates = torch.stack(samples)
-    mean, stderr = estimates.mean(0), estimates.std(0) / math.sqrt(len(samples))
+    biases = [layer1.gate.bias, layer2.gate.bias]
+    mean, stderr = estimated_gradient(model, batch, price, biases, 1500)
     for k in range(2):
         assert abs(mean[k] - exact[k]) < 4 * stderr[k], (k, mean[k], exact[k], stderr[k])
         assert stderr[k] < 0.1 * abs(exact[k])  # precise enough to tell a bias of 2x
