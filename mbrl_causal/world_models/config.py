@@ -139,11 +139,11 @@ class WorldModelConfig:
     small bias: a gate of token i is credited only with the prediction and price terms
     of the children that i reaches through the later layers' sampled gates (it ignores
     that the later gates' logits read token i). Neither combines with ``gate_explore``
-    (its samples would not be the gates' own). In ``fit`` (``lambda_max=1e-4``, four
-    seeds) ``score_reach`` gave a lower error than the default (within 1.2x of the dense
-    baseline on all four seeds) and learned the point edge ``ball -> score``, but worse
-    graphs on all four; ``score`` kept more false edges still (mean SHD 7.9). Neither is
-    the default (docs/results/world-models.md)."""
+    (its samples would not be the gates' own). In ``fit`` (``lambda_init=1e-5``,
+    ``lambda_max=1e-4``, four seeds) ``score_reach`` gave a lower error than the default
+    (within 1.2x of the dense baseline on all four seeds) and learned the point edge
+    ``ball -> score``, but worse graphs on all four; ``score`` kept more false edges
+    still (mean SHD 7.9). Neither is the default (docs/results/world-models.md)."""
     gate_explore: float = 0.0
     """In training, the chance that a gate the sample closed is opened anyway (each edge
     of each step independently; see HardGate). An edge closed early passes no
