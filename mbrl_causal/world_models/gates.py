@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -72,10 +72,9 @@ class HardGate(nn.Module):
 
     Attribute ``estimator`` (set by the world model from
     ``WorldModelConfig.gate_estimator``): ``straight_through`` (above), or ``score`` and
-    ``score_reach``: in
-    training the forward pass returns the hard sample with no gradient and stores
-    ``self.log_prob``, the log-probability of each sampled entry (Bernoulli with
-    ``sigmoid(logit)``), for the world model's score-function term.
+    ``score_reach``: in training the forward pass returns the hard sample with no
+    gradient and stores ``self.log_prob``, the log-probability of each sampled entry
+    (Bernoulli with ``sigmoid(logit)``), for the world model's score-function term.
     """
 
     def __init__(
@@ -149,17 +148,15 @@ class HardGate(nn.Module):
         """Sampled (training) or thresholded (evaluation) adjacency (..., M, M) in {0, 1}."""
         logit = self.logits(x, n_objects)
         self.log_prob = None
-        if self.training and self.estimator != "straight_through":  # score, score_reach
-            # the same sample as below (P(hard = 1) = sigmoid(logit)), no relaxation
-            u = torch.rand(logit.shape, generator=generator, device=logit.device)
-            u = u.clamp(1e-6, 1 - 1e-6).to(logit.dtype)
-            hard = (logit + torch.log(u) - torch.log1p(-u) > 0).to(logit.dtype)
-            self.log_prob = hard * F.logsigmoid(logit) + (1 - hard) * F.logsigmoid(-logit)
-            return fix_structure(hard, n_objects)
         if self.training:
             u = torch.rand(logit.shape, generator=generator, device=logit.device)
             u = u.clamp(1e-6, 1 - 1e-6).to(logit.dtype)
-            soft = torch.sigmoid((logit + torch.log(u) - torch.log1p(-u)) / self.temperature)
+            noisy = logit + torch.log(u) - torch.log1p(-u)  # > 0 with prob. sigmoid(logit)
+            if self.estimator != "straight_through":  # score, score_reach: no relaxation
+                hard = (noisy > 0).to(logit.dtype)
+                self.log_prob = hard * F.logsigmoid(logit) + (1 - hard) * F.logsigmoid(-logit)
+                return fix_structure(hard, n_objects)
+            soft = torch.sigmoid(noisy / self.temperature)
             hard = (soft > 0.5).to(logit.dtype)
             if self.explore > 0.0:  # open some closed gates at random (see the class doc)
                 r = torch.rand(logit.shape, generator=generator, device=logit.device)
@@ -171,34 +168,30 @@ class HardGate(nn.Module):
 
 
 @contextmanager
-def exploration_off(module: nn.Module) -> Iterator[None]:
-    """Gate exploration off for every :class:`HardGate` in ``module``, restored on exit
-    (for training-mode passes that are not model training, such as a regime-token fit)."""
+def _on_gates(module: nn.Module, attribute: str, value: object) -> Iterator[None]:
+    """Set ``attribute`` of every :class:`HardGate` in ``module``, restored on exit."""
     gates = [m for m in module.modules() if isinstance(m, HardGate)]
-    saved = [g.explore for g in gates]
+    saved = [getattr(g, attribute) for g in gates]
     for g in gates:
-        g.explore = 0.0
+        setattr(g, attribute, value)
     try:
         yield
     finally:
-        for g, value in zip(gates, saved, strict=True):
-            g.explore = value
+        for g, old in zip(gates, saved, strict=True):
+            setattr(g, attribute, old)
 
 
-@contextmanager
-def straight_through(module: nn.Module) -> Iterator[None]:
+def exploration_off(module: nn.Module) -> AbstractContextManager[None]:
+    """Gate exploration off for every :class:`HardGate` in ``module``, restored on exit
+    (for training-mode passes that are not model training, such as a regime-token fit)."""
+    return _on_gates(module, "explore", 0.0)
+
+
+def straight_through(module: nn.Module) -> AbstractContextManager[None]:
     """Every :class:`HardGate` in ``module`` uses the straight-through estimator inside the
     block, restored on exit: for training-mode passes whose gradient must reach the
     tokens through the gates, such as a regime-token fit (a ``score`` gate passes none)."""
-    gates = [m for m in module.modules() if isinstance(m, HardGate)]
-    saved = [g.estimator for g in gates]
-    for g in gates:
-        g.estimator = "straight_through"
-    try:
-        yield
-    finally:
-        for g, value in zip(gates, saved, strict=True):
-            g.estimator = value
+    return _on_gates(module, "estimator", "straight_through")
 
 
 def fix_structure(a: torch.Tensor, n_objects: int) -> torch.Tensor:
