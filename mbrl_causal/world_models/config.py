@@ -33,6 +33,7 @@ SSM_BACKENDS: tuple[str, ...] = ("auto", "torch", "mamba_ssm")
 SPARSITY_CONSTRAINTS: tuple[str, ...] = ("per_object", "total")
 GATE_ACTION_KEYS: tuple[str, ...] = ("value", "type")
 GATE_ESTIMATORS: tuple[str, ...] = ("straight_through", "score", "score_reach")
+RECON_LOSSES: tuple[str, ...] = ("bce", "squared")
 CHANGEABLE_ON_RESUME: tuple[str, ...] = (
     "lambda_min", "lambda_max", "lambda_schedule", "lambda_lr", "gate_explore",
     "gate_score_cap", "gate_temperature", "gate_logit_weight", "kl_weight", "recon_weight",
@@ -92,7 +93,15 @@ class WorldModelConfig:
     kl_weight: float = 0.01
     """Pixels mode: weight of the VAE's KL term (nats per object)."""
     recon_weight: float = 1.0
-    """Pixels mode: weight of the reconstruction error (squared error summed per image)."""
+    """Pixels mode: weight of the reconstruction term (``recon_loss``, summed per image)."""
+    recon_loss: str = "bce"
+    """Pixels mode: the VAE's reconstruction term, summed over each masked image's
+    3 x H x W values in [0, 1]. ``bce``: binary cross-entropy against the decoder's logits
+    (nats; the default). ``squared``: squared error of the sigmoid image (the only term
+    before this option existed; files saved without the field load with ``bce``, which
+    matters only if training goes on). With ``squared`` the VAE of a 1,500-step pixels fit
+    never got past the blank image: its latents varied by about 1e-4 per entry and
+    SPARTAN's graph was empty (docs/results/world-models.md)."""
     token_weight: float = 1.0
     """Weight of the next-token MSE (the dynamics' prediction term)."""
     gate_bias_init: float = 3.0
@@ -204,6 +213,7 @@ class WorldModelConfig:
         _one_of("sparsity_constraint", self.sparsity_constraint, SPARSITY_CONSTRAINTS)
         _one_of("gate_action_key", self.gate_action_key, GATE_ACTION_KEYS)
         _one_of("gate_estimator", self.gate_estimator, GATE_ESTIMATORS)
+        _one_of("recon_loss", self.recon_loss, RECON_LOSSES)
         for k in (
             "d_model",
             "n_layers",

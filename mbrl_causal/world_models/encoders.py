@@ -8,7 +8,8 @@
 - :class:`MaskedImageVAE` (pixels mode): each object's masked image
   ``pixels * mask_i`` goes through one shared small conv VAE (both papers' recipe); the
   latent is the posterior mean, KL-regularised, and a decoder reconstructs the masked
-  image. It is trained jointly with the dynamics (:meth:`loss`).
+  image (binary cross-entropy by default). It is trained jointly with the dynamics
+  (:meth:`loss`).
 
 Both take a batch of observations (B, T, ...) and return latents (B, T, N, latent_dim).
 """
@@ -25,9 +26,10 @@ __all__ = ["EncoderLoss", "MaskedImageVAE", "ObjectFeatureEncoder", "masked_imag
 
 
 class EncoderLoss(NamedTuple):
-    """Encoder terms of the objective (scalars): reconstruction squared error summed over
-    each masked image (3 x H x W values in [0, 1]) and KL in nats, both per object (mean
-    over objects and steps; zero in objects mode)."""
+    """Encoder terms of the objective (scalars): the reconstruction term summed over each
+    masked image (3 x H x W values in [0, 1]; binary cross-entropy in nats, or the squared
+    error with ``recon_loss="squared"``) and KL in nats, both per object (mean over
+    objects and steps; zero in objects mode)."""
 
     recon: torch.Tensor
     kl: torch.Tensor
@@ -64,10 +66,20 @@ class MaskedImageVAE(nn.Module):
         latent_dim: Latent size per object.
         image_size: 32, 64 or 84 (the env's render_size).
         width: Channels of the conv layers.
+        recon_loss: ``bce`` (binary cross-entropy against the decoder's logits, the
+            default) or ``squared`` (squared error of the sigmoid image), summed over the
+            image. With the squared error the decoder stays near the blank image for a
+            long time (a sparse image's pixels give it little gradient), and the latents
+            carry almost nothing; cross-entropy gets past that within a few hundred steps.
     """
 
-    def __init__(self, latent_dim: int = 16, image_size: int = 32, width: int = 32) -> None:
+    def __init__(
+        self, latent_dim: int = 16, image_size: int = 32, width: int = 32, recon_loss: str = "bce"
+    ) -> None:
         super().__init__()
+        if recon_loss not in ("bce", "squared"):
+            raise ValueError(f"recon_loss must be 'bce' or 'squared', got {recon_loss!r}")
+        self.recon_loss = recon_loss
         self.latent_dim = latent_dim
         self.image_size = image_size
         self.enc = nn.Sequential(
@@ -101,20 +113,29 @@ class MaskedImageVAE(nn.Module):
         """Posterior means (B, T, N, latent_dim) of ``{"pixels", "masks"}``."""
         return self._stats(masked_images(obs["pixels"], obs["masks"]))[0]
 
-    def decode(self, latent: torch.Tensor) -> torch.Tensor:
-        """Reconstructed masked images (..., N, 3, H, W) (sigmoid, in [0, 1])."""
+    def decode_logits(self, latent: torch.Tensor) -> torch.Tensor:
+        """The decoder's logits (..., N, 3, H, W); :meth:`decode` is their sigmoid."""
         lead = latent.shape[:-1]
         x = self.dec(self.from_latent(latent.reshape(-1, self.latent_dim)))
         if x.shape[-1] != self.image_size:
             x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear")
-        return torch.sigmoid(x).view(*lead, 3, self.image_size, self.image_size)
+        return x.view(*lead, 3, self.image_size, self.image_size)
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        """Reconstructed masked images (..., N, 3, H, W) (sigmoid, in [0, 1])."""
+        return torch.sigmoid(self.decode_logits(latent))
 
     def loss(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, EncoderLoss]:
         """Posterior means (the tokens' latents) and the VAE terms on a batch."""
         images = masked_images(obs["pixels"], obs["masks"])
         mean, logvar = self._stats(images)
         z = mean + torch.randn_like(mean) * torch.exp(0.5 * logvar)
-        # squared error summed over the image (small objects would vanish in a mean)
-        recon = (self.decode(z) - images).square().sum((-3, -2, -1)).mean()
+        # summed over the image (small objects would vanish in a mean)
+        logits = self.decode_logits(z)
+        if self.recon_loss == "bce":
+            per_value = F.binary_cross_entropy_with_logits(logits, images, reduction="none")
+        else:
+            per_value = (torch.sigmoid(logits) - images).square()
+        recon = per_value.sum((-3, -2, -1)).mean()
         kl = 0.5 * (mean.square() + logvar.exp() - 1.0 - logvar).sum(-1).mean()
         return mean, EncoderLoss(recon, kl)

@@ -88,7 +88,7 @@ class LossTerms(NamedTuple):
     reward: torch.Tensor  # reward MSE
     cont: torch.Tensor  # continuation BCE
     sparsity: torch.Tensor  # paths per transition (object rows of the path matrix)
-    recon: torch.Tensor  # pixels: reconstruction error per object image
+    recon: torch.Tensor  # pixels: reconstruction term per object image (recon_loss)
     kl: torch.Tensor  # pixels: KL per object
     mse_objects: torch.Tensor  # (N,) next-latent MSE of each object (no gradient)
     gate_excess: torch.Tensor  # gates' raw-logit excess over the soft clip (HardGate.logits)
@@ -138,7 +138,7 @@ class WorldModel(nn.Module):
         self.encoder: ObjectFeatureEncoder | MaskedImageVAE = (
             ObjectFeatureEncoder()
             if c.obs == "objects"
-            else MaskedImageVAE(c.latent_dim, c.image_size)
+            else MaskedImageVAE(c.latent_dim, c.image_size, recon_loss=c.recon_loss)
         )
         self.latent_dim = self.encoder.latent_dim
         # per-object tokeniser: a small MLP, so that the first layer's gate already sees

@@ -8,7 +8,8 @@ data. TensorBoard keys (all means over the logged step's batch):
 - ``world_model/loss``: the objective; ``world_model/mse``: next-latent MSE (objects mode:
   squared error per object feature, features scaled to about [-1, 1]);
   ``world_model/reward_mse`` (reward units squared); ``world_model/cont_bce`` (nats);
-  ``world_model/recon`` (pixels: squared error summed per masked image) and
+  ``world_model/recon`` (pixels: the reconstruction term summed per masked image, binary
+  cross-entropy in nats, or the squared error with ``recon_loss=squared``) and
   ``world_model/kl`` (pixels: nats per object);
 - ``causal/lambda`` (price of one path), ``causal/tau`` (MSE constraint level); with
   per-object constraints both are means over the child objects;

@@ -23,7 +23,7 @@ from mbrl_causal.world_models.config import (
     resumed_world_model_config,
     stored_world_model_config,
 )
-from mbrl_causal.world_models.encoders import masked_images
+from mbrl_causal.world_models.encoders import MaskedImageVAE, masked_images
 from mbrl_causal.world_models.gates import (
     LOGIT_BOUND,
     GatedAttention,
@@ -1514,6 +1514,48 @@ def test_pixels_mode_encode_and_loss() -> None:
     assert first_conv.grad is not None and first_conv.grad.abs().sum() > 0
     for pname, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+
+
+@pytest.mark.parametrize("recon_loss", ["bce", "squared"])
+def test_vae_reconstruction_term_is_the_chosen_loss_summed_per_image(recon_loss: str) -> None:
+    """``recon_loss``: binary cross-entropy of the decoder's logits (default) or the squared
+    error of its sigmoid image, summed over each masked image and averaged over objects."""
+    torch.manual_seed(0)
+    vae = MaskedImageVAE(latent_dim=4, image_size=32, recon_loss=recon_loss)
+    pixels = torch.randint(0, 256, (2, 3, 32, 32, 3), dtype=torch.uint8)
+    masks = torch.zeros(2, 3, 2, 32, 32, dtype=torch.bool)
+    masks[..., 0, 4:10, 3:5] = True  # a paddle-sized object
+    masks[..., 1, 14:17, 14:17] = True  # a ball-sized one
+    obs = {"pixels": pixels, "masks": masks}
+    torch.manual_seed(1)
+    mean, terms = vae.loss(obs)
+    images = masked_images(pixels, masks)
+    torch.manual_seed(1)  # the same reparameterisation noise
+    m, logvar = vae._stats(images)
+    z = m + torch.randn_like(m) * torch.exp(0.5 * logvar)
+    logits = vae.decode_logits(z)
+    if recon_loss == "bce":
+        p = torch.sigmoid(logits)
+        per_value = -(images * torch.log(p) + (1 - images) * torch.log1p(-p))
+    else:
+        per_value = (torch.sigmoid(logits) - images).square()
+    torch.testing.assert_close(terms.recon, per_value.sum((-3, -2, -1)).mean())
+    torch.testing.assert_close(mean, m)
+    torch.testing.assert_close(vae.decode(z), torch.sigmoid(logits))
+    terms.recon.backward()
+    assert vae.dec[-1].weight.grad is not None and vae.dec[-1].weight.grad.abs().sum() > 0
+
+
+def test_recon_loss_is_validated_saved_and_old_files_get_bce(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError, match="recon_loss must be one of bce, squared"):
+        WorldModelConfig(obs="pixels", recon_loss="l1")
+    with pytest.raises(ValueError, match="recon_loss must be 'bce' or 'squared'"):
+        MaskedImageVAE(recon_loss="mse")
+    model = make_model("spartan", obs="pixels", latent_dim=4, recon_loss="squared")
+    loaded = WorldModel.load(model.save(tmp_path / "m.pt"))
+    assert loaded.config.recon_loss == "squared" and loaded.encoder.recon_loss == "squared"
+    old = WorldModel.load(save_without_field(model, tmp_path / "o.pt", "recon_loss"))
+    assert old.config.recon_loss == "bce" and old.encoder.recon_loss == "bce"
 
 
 # ----------------------------------------------------------------------------- 10. adaptation
