@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mbrl_causal.world_models.config import RECON_LOSSES
+
 __all__ = ["EncoderLoss", "MaskedImageVAE", "ObjectFeatureEncoder", "masked_images"]
 
 
@@ -77,8 +79,10 @@ class MaskedImageVAE(nn.Module):
         self, latent_dim: int = 16, image_size: int = 32, width: int = 32, recon_loss: str = "bce"
     ) -> None:
         super().__init__()
-        if recon_loss not in ("bce", "squared"):
-            raise ValueError(f"recon_loss must be 'bce' or 'squared', got {recon_loss!r}")
+        if recon_loss not in RECON_LOSSES:
+            raise ValueError(
+                f"recon_loss must be one of {', '.join(RECON_LOSSES)}; got {recon_loss!r}"
+            )
         self.recon_loss = recon_loss
         self.latent_dim = latent_dim
         self.image_size = image_size
